@@ -1,1 +1,105 @@
-pub fn x() {}
+//! The per-user event table and its change stream — the article's DynamoDB
+//! table (`user_id` partition key, `event_at` sort key) with Streams.
+//!
+//! [`Table`] is what callers use; [`EmbeddedTable`] is the default engine
+//! (fjall, an LSM tree with a checksummed journal). A DynamoDB-backed table
+//! implements the same trait.
+
+mod embedded;
+mod keys;
+mod query;
+mod retention;
+mod writer;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::watch;
+use tracklake_event::Event;
+
+pub use embedded::{EmbeddedTable, TableConfig};
+pub use query::{Order, Page, Query};
+
+/// A boxed future, so that `Table` can be used as `dyn Table`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What happened to one event handed to [`Table::put`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum PutOutcome {
+    /// Newly stored (and durable when `put` returned).
+    Stored(Event),
+    /// An event with the same `user_id` and `event_id` was already stored;
+    /// this is that stored event, unchanged.
+    Duplicate(Event),
+}
+
+/// One entry of the change stream: an INSERT with its new image, the shape
+/// of a DynamoDB Streams record with `NEW_IMAGE`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Strictly increasing, never reused.
+    pub seq: u64,
+    pub event: Event,
+}
+
+/// The per-user event table with a change stream.
+pub trait Table: Send + Sync + 'static {
+    /// Stores events; returns once they are durable (fsynced), one outcome
+    /// per event in order. Concurrent callers share one fsync.
+    fn put(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Vec<PutOutcome>, Error>>;
+
+    /// A user's events, newest or oldest first; `limit` counts matching rows.
+    fn query(&self, query: Query) -> BoxFuture<'_, Result<Page, Error>>;
+
+    /// Up to `max` changes with `seq > after`, oldest first. Only durable
+    /// changes are returned.
+    fn read_changes(&self, after: u64, max: usize) -> BoxFuture<'_, Result<Vec<Change>, Error>>;
+
+    /// The newest durable sequence number; changes when new events are stored.
+    fn watch_changes(&self) -> watch::Receiver<u64>;
+
+    /// The saved position of a named consumer of the change stream.
+    fn checkpoint(&self, consumer: &str) -> BoxFuture<'_, Result<Option<u64>, Error>>;
+
+    /// Saves a consumer's position durably.
+    fn save_checkpoint<'a>(
+        &'a self,
+        consumer: &'a str,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// Drops changes with `seq <= through` (after every consumer has them).
+    fn trim_changes(&self, through: u64) -> BoxFuture<'_, Result<(), Error>>;
+
+    /// False once a write failed to reach disk: the table then refuses writes
+    /// rather than acknowledge what it cannot keep.
+    fn is_healthy(&self) -> bool;
+
+    /// Finishes queued writes and makes everything durable.
+    fn close(&self) -> BoxFuture<'_, Result<(), Error>>;
+}
+
+/// Errors of the table, named after the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("opening the table at {path}: {source}")]
+    Open { path: String, source: fjall::Error },
+    #[error("writing to the table: {0}")]
+    Write(fjall::Error),
+    #[error("syncing the table to disk: {0}")]
+    Persist(fjall::Error),
+    #[error("reading the table: {0}")]
+    Read(fjall::Error),
+    #[error("decoding a stored event: {0}")]
+    Decode(serde_json::Error),
+    #[error("encoding an event: {0}")]
+    Encode(serde_json::Error),
+    #[error("the cursor is not one this table handed out")]
+    BadCursor,
+    #[error("the table is closed")]
+    Closed,
+    #[error("the table stopped accepting writes after a disk error; restart to recover")]
+    Failed,
+    #[error("a table task panicked or was cancelled: {0}")]
+    Task(String),
+}

@@ -1,0 +1,242 @@
+//! The embedded engine: a fjall database in `<data-dir>/table`.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracklake_event::Event;
+
+use crate::keys::seq_key;
+use crate::query::{Page, Query, scan};
+use crate::retention::Sweeper;
+use crate::writer::{Command, LAST_SEQ, Writer};
+use crate::{BoxFuture, Change, Error, PutOutcome, Table};
+
+/// The `[table]` section of the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TableConfig {
+    /// Delete rows whose `event_at` is older than this many days (the lake
+    /// keeps the history). None keeps everything.
+    pub retention_days: Option<u32>,
+    /// Most events written in one group commit.
+    pub max_group_events: usize,
+    /// Write requests that may wait for the writer before callers wait too.
+    pub queue_depth: usize,
+    /// Block cache, in MiB.
+    pub cache_mib: u64,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        TableConfig {
+            retention_days: None,
+            max_group_events: 20_000,
+            queue_depth: 1024,
+            cache_mib: 64,
+        }
+    }
+}
+
+/// Handles to the keyspaces; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Keyspaces {
+    pub db: Database,
+    pub rows: Keyspace,
+    pub ids: Keyspace,
+    pub changes: Keyspace,
+    pub meta: Keyspace,
+}
+
+/// The default table: fjall on local disk, one writer thread doing group
+/// commit, readers on tokio's blocking pool.
+pub struct EmbeddedTable {
+    ks: Keyspaces,
+    commands: mpsc::Sender<Command>,
+    durable: watch::Receiver<u64>,
+    healthy: Arc<AtomicBool>,
+    sweeper: Mutex<Option<Sweeper>>,
+}
+
+impl EmbeddedTable {
+    /// Opens (or creates) the table in `dir`, replaying its journal.
+    /// Must be called inside a tokio runtime.
+    pub fn open(dir: &Path, config: &TableConfig) -> Result<Self, Error> {
+        let open_err = |source| Error::Open {
+            path: dir.display().to_string(),
+            source,
+        };
+        let db = Database::builder(dir)
+            .cache_size(config.cache_mib * 1024 * 1024)
+            .open()
+            .map_err(open_err)?;
+        let keyspace = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(open_err)
+        };
+        let ks = Keyspaces {
+            rows: keyspace("rows")?,
+            ids: keyspace("ids")?,
+            changes: keyspace("changes")?,
+            meta: keyspace("meta")?,
+            db: db.clone(),
+        };
+        let last_seq = match ks.meta.get(LAST_SEQ).map_err(Error::Read)? {
+            Some(v) => <[u8; 8]>::try_from(&v[..])
+                .map(u64::from_be_bytes)
+                .unwrap_or(0),
+            None => 0,
+        };
+        let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+        let (durable_tx, durable_rx) = watch::channel(last_seq);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let writer = Writer {
+            ks: ks.clone(),
+            commands: rx,
+            durable: durable_tx,
+            healthy: healthy.clone(),
+            max_group_events: config.max_group_events.max(1),
+            last_seq,
+        };
+        std::thread::Builder::new()
+            .name("table-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::Task(e.to_string()))?;
+        let sweeper = config
+            .retention_days
+            .map(|days| Sweeper::start(ks.clone(), days));
+        Ok(EmbeddedTable {
+            ks,
+            commands: tx,
+            durable: durable_rx,
+            healthy,
+            sweeper: Mutex::new(sweeper),
+        })
+    }
+
+    /// Rows in the table (an estimate, cheap).
+    pub fn approximate_rows(&self) -> usize {
+        self.ks.rows.approximate_len()
+    }
+
+    /// Runs `f` on tokio's blocking pool with the keyspaces.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Keyspaces) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let ks = self.ks.clone();
+        tokio::task::spawn_blocking(move || f(&ks))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+    }
+}
+
+impl Table for EmbeddedTable {
+    fn put(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Vec<PutOutcome>, Error>> {
+        Box::pin(async move {
+            if !self.healthy.load(Ordering::Acquire) {
+                return Err(Error::Failed);
+            }
+            let (reply, outcome) = oneshot::channel();
+            self.commands
+                .send(Command::Put(events, reply))
+                .await
+                .map_err(|_| Error::Closed)?;
+            outcome.await.map_err(|_| Error::Closed)?
+        })
+    }
+
+    fn query(&self, query: Query) -> BoxFuture<'_, Result<Page, Error>> {
+        Box::pin(self.blocking(move |ks| scan(&ks.rows, &query)))
+    }
+
+    fn read_changes(&self, after: u64, max: usize) -> BoxFuture<'_, Result<Vec<Change>, Error>> {
+        // Only what is fsynced: a consumer must never deliver an event that
+        // a crash could still take back.
+        let durable = *self.durable.borrow();
+        Box::pin(self.blocking(move |ks| {
+            if after >= durable {
+                return Ok(Vec::new());
+            }
+            ks.changes
+                .range(seq_key(after + 1)..=seq_key(durable))
+                .take(max)
+                .map(|guard| {
+                    let (key, value) = guard.into_inner().map_err(Error::Read)?;
+                    let seq = <[u8; 8]>::try_from(&key[..])
+                        .map(u64::from_be_bytes)
+                        .unwrap_or(0);
+                    let event = serde_json::from_slice(&value).map_err(Error::Decode)?;
+                    Ok(Change { seq, event })
+                })
+                .collect()
+        }))
+    }
+
+    fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
+    }
+
+    fn checkpoint(&self, consumer: &str) -> BoxFuture<'_, Result<Option<u64>, Error>> {
+        let key = checkpoint_key(consumer);
+        Box::pin(self.blocking(move |ks| {
+            Ok(ks
+                .meta
+                .get(key)
+                .map_err(Error::Read)?
+                .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+                .map(u64::from_be_bytes))
+        }))
+    }
+
+    fn save_checkpoint<'a>(
+        &'a self,
+        consumer: &'a str,
+        seq: u64,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        let key = checkpoint_key(consumer);
+        Box::pin(self.blocking(move |ks| {
+            ks.meta
+                .insert(key, seq_key(seq).to_vec())
+                .map_err(Error::Write)?;
+            ks.db.persist(PersistMode::SyncAll).map_err(Error::Persist)
+        }))
+    }
+
+    fn trim_changes(&self, through: u64) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(self.blocking(move |ks| {
+            let mut batch = ks.db.batch();
+            for guard in ks.changes.range(..=seq_key(through)) {
+                batch.remove(&ks.changes, guard.key().map_err(Error::Read)?);
+            }
+            batch.commit().map_err(Error::Write)
+        }))
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            if let Ok(mut sweeper) = self.sweeper.lock() {
+                sweeper.take();
+            }
+            let (reply, done) = oneshot::channel();
+            if self.commands.send(Command::Stop(reply)).await.is_err() {
+                return Ok(()); // already closed
+            }
+            done.await.map_err(|_| Error::Closed)?
+        })
+    }
+}
+
+fn checkpoint_key(consumer: &str) -> Vec<u8> {
+    [b"checkpoint/".as_slice(), consumer.as_bytes()].concat()
+}
+
+#[cfg(test)]
+mod tests;

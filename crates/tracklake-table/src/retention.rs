@@ -1,0 +1,67 @@
+//! Optional retention: rows older than `retention_days` leave the table.
+//! The lake keeps the history, so this only bounds the table's size.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::embedded::Keyspaces;
+use crate::keys::{id_key_of_row, time_of_row};
+
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+const DELETE_BATCH: usize = 10_000;
+
+/// A background thread that sweeps once at start and then hourly; dropping
+/// it stops the thread.
+pub(crate) struct Sweeper {
+    _stop: mpsc::Sender<()>,
+}
+
+impl Sweeper {
+    pub fn start(ks: Keyspaces, days: u32) -> Self {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("table-retention".into())
+            .spawn(move || {
+                loop {
+                    match sweep(&ks, days) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(rows = n, days, "retention removed old rows"),
+                        Err(error) => tracing::warn!(%error, "retention sweep failed"),
+                    }
+                    // A message or a dropped sender both mean: stop.
+                    if stopped.recv_timeout(SWEEP_EVERY) != Err(mpsc::RecvTimeoutError::Timeout) {
+                        return;
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "could not start the retention thread");
+        }
+        Sweeper { _stop: stop }
+    }
+}
+
+/// Removes rows (and their id entries) older than `days`; returns how many.
+pub(crate) fn sweep(ks: &Keyspaces, days: u32) -> Result<usize, fjall::Error> {
+    let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
+    let mut removed = 0;
+    let mut batch = ks.db.batch();
+    for guard in ks.rows.iter() {
+        let key = guard.key()?;
+        if !time_of_row(&key).is_some_and(|t| t < cutoff) {
+            continue;
+        }
+        if let Some(id) = id_key_of_row(&key) {
+            batch.remove(&ks.ids, id);
+        }
+        batch.remove(&ks.rows, key);
+        removed += 1;
+        if batch.len() >= DELETE_BATCH {
+            std::mem::replace(&mut batch, ks.db.batch()).commit()?;
+        }
+    }
+    batch.commit()?;
+    Ok(removed)
+}
