@@ -1,1 +1,92 @@
-pub fn x() {}
+//! tracklake's HTTP API: ingest (`POST /v1/events`), per-user reads
+//! (`GET /v1/users/{id}/events`) and health checks, on axum.
+
+mod client;
+mod error;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::routing::{get, post};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tracklake_event::Validator;
+use tracklake_table::Table;
+
+pub use error::ApiError;
+
+/// The `[server]` section of the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; loopback by default.
+    pub listen: SocketAddr,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDR blocks). From any
+    /// other peer the header is ignored.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7800)),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct App {
+    pub table: Arc<dyn Table>,
+    pub validator: Validator,
+    pub config: ServerConfig,
+    ready: AtomicBool,
+}
+
+impl App {
+    pub fn new(table: Arc<dyn Table>, validator: Validator, config: ServerConfig) -> Arc<Self> {
+        Arc::new(App {
+            table,
+            validator,
+            config,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Ready for traffic: set after start-up, cleared when shutting down.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && self.table.is_healthy()
+    }
+}
+
+/// All routes of the API.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/events", post(routes::events::post))
+        .route("/v1/users/{user_id}/events", get(routes::users::events))
+        .route("/healthz", get(routes::health::live))
+        .route("/readyz", get(routes::health::ready))
+        .fallback(routes::health::not_found)
+        .method_not_allowed_fallback(routes::health::method_not_allowed)
+        .with_state(app)
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

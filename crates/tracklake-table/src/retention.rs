@@ -50,7 +50,7 @@ pub(crate) fn sweep(ks: &Keyspaces, days: u32) -> Result<usize, fjall::Error> {
     let mut batch = ks.db.batch();
     for guard in ks.rows.iter() {
         let key = guard.key()?;
-        if !time_of_row(&key).is_some_and(|t| t < cutoff) {
+        if time_of_row(&key).is_none_or(|t| t >= cutoff) {
             continue;
         }
         if let Some(id) = id_key_of_row(&key) {

@@ -1,1 +1,77 @@
-fn main() {}
+//! The `tracklake` command: serve the pipeline, send and read events, seed
+//! fake data, and benchmark.
+
+mod commands;
+mod config;
+mod logging;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use commands::{bench, put, recent, seed};
+
+#[derive(Parser)]
+#[command(
+    name = "tracklake",
+    version,
+    about = "Event tracking and analytics in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run tracklake: the HTTP API over the embedded table.
+    Serve {
+        /// Config file (default: ./tracklake.toml when present).
+        #[arg(long, env = "TRACKLAKE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Data directory (default: ./tracklake-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on (default: 127.0.0.1:7800; port 0 picks a free one).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Send one event to a running tracklake.
+    Put(put::Args),
+    /// Show a user's recent activity with device details.
+    Recent(recent::Args),
+    /// Show a user's recent logins (the article's `Tracker::Get.logins`).
+    Logins(recent::LoginArgs),
+    /// Generate fake events, like the article's `rake track:put:login`.
+    Seed(seed::Args),
+    /// Measure a running tracklake.
+    #[command(subcommand)]
+    Bench(bench::Command),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve {
+                config,
+                data_dir,
+                listen,
+            } => {
+                let config = config::load(config.as_deref(), data_dir, listen)?;
+                logging::init(&config.log);
+                serve::run(config).await
+            }
+            Command::Put(args) => put::run(args).await,
+            Command::Recent(args) => recent::run(args).await,
+            Command::Logins(args) => recent::run(args.into()).await,
+            Command::Seed(args) => seed::run(args).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
+        }
+    })
+}

@@ -1,0 +1,46 @@
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use crate::{ApiError, App};
+
+/// Alive: the process answers.
+pub async fn live() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready: started, not shutting down, and the table can write.
+pub async fn ready(State(app): State<Arc<App>>) -> Result<impl IntoResponse, ApiError> {
+    if app.is_ready() {
+        Ok(Json(json!({"status": "ready"})))
+    } else {
+        Err(ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "tracklake is starting, stopping, or its table failed",
+            )
+        })
+    }
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {}", uri.path()),
+    )
+}
+
+pub async fn method_not_allowed(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take this method", uri.path()),
+    )
+}

@@ -1,0 +1,132 @@
+//! One TOML file, overridden by `TRACKLAKE_*` environment variables, then by
+//! command-line flags. Every default works on a laptop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use tracklake_event::Rules;
+use tracklake_server::ServerConfig;
+use tracklake_table::TableConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the table (and later the lake) live.
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub ingest: Rules,
+    pub table: TableConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("tracklake-data"),
+            server: ServerConfig::default(),
+            ingest: Rules::default(),
+            table: TableConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `auto` (human on a terminal, JSON lines otherwise), `json` or `text`.
+    pub format: String,
+    /// A tracing filter such as `info` or `tracklake=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "auto".into(),
+            level: "info,fjall=warn,lsm_tree=warn".into(),
+        }
+    }
+}
+
+/// Variables that belong to the CLI, not to the config file.
+const CLI_VARIABLES: [&str; 2] = ["url", "config"];
+
+/// Loads the config: defaults, then `file` (or `./tracklake.toml` when it
+/// exists), then `TRACKLAKE_*` variables (`__` separates sections:
+/// `TRACKLAKE_SERVER__LISTEN`), then the flags.
+pub fn load(
+    file: Option<&Path>,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<Config> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    match file {
+        Some(path) => {
+            anyhow::ensure!(
+                path.exists(),
+                "config file {} does not exist",
+                path.display()
+            );
+            figment = figment.merge(Toml::file(path));
+        }
+        None if Path::new("tracklake.toml").exists() => {
+            figment = figment.merge(Toml::file("tracklake.toml"))
+        }
+        None => {}
+    }
+    figment = figment.merge(
+        Env::prefixed("TRACKLAKE_")
+            .split("__")
+            .ignore(&CLI_VARIABLES),
+    );
+    if let Some(dir) = data_dir {
+        figment = figment.merge(Serialized::default("data_dir", dir));
+    }
+    if let Some(listen) = listen {
+        figment = figment.merge(Serialized::default("server.listen", listen));
+    }
+    figment.extract().context("reading the configuration")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_loads_and_allows_the_article_types() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tracklake.example.toml");
+        let config = load(Some(&example), None, None).unwrap();
+        assert_eq!(
+            config.ingest.event_types,
+            Some(vec!["login".to_string(), "material-view".to_string()])
+        );
+    }
+
+    #[test]
+    fn flags_win_over_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/from/file\"\n[server]\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let config = load(Some(&file), Some("/from/flag".into()), None).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(config.server.listen.port(), 1);
+    }
+
+    #[test]
+    fn typos_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "[ingest]\nevent_type = [\"login\"]\n").unwrap();
+        let err = format!("{:#}", load(Some(&file), None, None).unwrap_err());
+        assert!(err.contains("event_type"), "{err}");
+    }
+}

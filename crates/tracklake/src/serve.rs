@@ -1,0 +1,82 @@
+//! `tracklake serve`: the table and the HTTP API in one process.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tracklake_event::Validator;
+use tracklake_server::App;
+use tracklake_table::{EmbeddedTable, Table};
+
+use crate::config::Config;
+
+/// How long in-flight requests get after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(30);
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let table_dir = config.data_dir.join("table");
+    std::fs::create_dir_all(&table_dir)
+        .with_context(|| format!("creating the data directory {}", table_dir.display()))?;
+    let table = Arc::new(
+        EmbeddedTable::open(&table_dir, &config.table).with_context(|| {
+            format!(
+                "opening the table in {} (is another tracklake using this data directory?)",
+                table_dir.display()
+            )
+        })?,
+    );
+    let validator =
+        Validator::new(config.ingest.clone()).context("building the event validator")?;
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let app = App::new(table.clone(), validator, config.server.clone());
+    app.set_ready(true);
+
+    // One line on stdout that scripts can wait for; logs go to stderr.
+    println!("tracklake listening on http://{addr}");
+    std::io::stdout().flush()?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), rows = table.approximate_rows(), "tracklake serving");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tracklake_server::serve(listener, app.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    app.set_ready(false);
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
+        Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+        Err(_) => tracing::warn!("in-flight requests did not finish within {GRACE:?}"),
+    }
+    table.close().await.context("flushing the table")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
