@@ -53,8 +53,8 @@ impl Default for LogConfig {
     }
 }
 
-/// Variables that belong to the CLI, not to the config file.
-const CLI_VARIABLES: [&str; 2] = ["url", "config"];
+/// Variables read by the CLI or the log filter, not by the config file.
+const CLI_VARIABLES: [&str; 3] = ["url", "config", "log"];
 
 /// Loads the config: defaults, then `file` (or `./tracklake.toml` when it
 /// exists), then `TRACKLAKE_*` variables (`__` separates sections:

@@ -51,26 +51,29 @@ pub async fn post(
             })??
     };
     match parsed {
-        Parsed::One(Err(rejection)) => Ok(ApiError::rejected(rejection)),
-        Parsed::One(Ok(event)) => {
-            let outcome = app.table.put(vec![event]).await?.pop();
-            Ok(match outcome {
-                Some(PutOutcome::Stored(e)) => (StatusCode::CREATED, Json(e)).into_response(),
-                Some(PutOutcome::Duplicate(e)) => (StatusCode::OK, Json(e)).into_response(),
-                None => ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the table returned no outcome",
-                )
-                .into_response(),
-            })
-        }
+        Parsed::One(one) => match *one {
+            Err(rejection) => Ok(ApiError::rejected(rejection)),
+            Ok(event) => store_one(&app, event).await,
+        },
         Parsed::Many(items) => store_batch(&app, items).await,
     }
 }
 
+async fn store_one(app: &App, event: Event) -> Result<Response, ApiError> {
+    Ok(match app.table.put(vec![event]).await?.pop() {
+        Some(PutOutcome::Stored(e)) => (StatusCode::CREATED, Json(e)).into_response(),
+        Some(PutOutcome::Duplicate(e)) => (StatusCode::OK, Json(e)).into_response(),
+        None => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the table returned no outcome",
+        )
+        .into_response(),
+    })
+}
+
 enum Parsed {
-    One(Result<Event, Rejection>),
+    One(Box<Result<Event, Rejection>>),
     Many(Vec<Result<Event, Rejection>>),
 }
 
@@ -119,11 +122,8 @@ fn parse_and_validate(app: &App, body: &[u8], ctx: &RequestContext) -> Result<Pa
     let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     if !is_array {
         let raw: &RawValue = serde_json::from_slice(body).map_err(invalid_json)?;
-        return Ok(Parsed::One(app.validator.validate_json(
-            raw.get(),
-            ctx,
-            now,
-        )));
+        let one = app.validator.validate_json(raw.get(), ctx, now);
+        return Ok(Parsed::One(Box::new(one)));
     }
     let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(invalid_json)?;
     let max = app.validator.rules().max_batch_events;

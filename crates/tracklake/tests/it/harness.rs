@@ -1,0 +1,143 @@
+//! Starts and stops real `tracklake serve` processes.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tracklake");
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    /// Starts a server on `data_dir`, with `config` as its TOML config.
+    pub fn start(data_dir: &Path, config: &str) -> Server {
+        let config_path = data_dir.with_extension("toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("TRACKLAKE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tracklake");
+        // The one line on stdout names the address.
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("tracklake listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Server {
+            child,
+            url,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "tracklake exited with {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tracklake did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        content_type: &str,
+    ) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/v1/events", self.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, body: &Value) -> (u16, Value) {
+        self.post_raw(body.to_string(), "application/json").await
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path_and_query}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Every event id of a user, following cursors.
+    pub async fn all_ids(&self, user: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (status, body) = self
+                .get(&format!(
+                    "/v1/users/{user}/events?limit=1000&fields=event_id{cursor}"
+                ))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            for e in body["events"].as_array().unwrap() {
+                ids.push(e["event_id"].as_str().unwrap().to_owned());
+            }
+            match body["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => return ids,
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Config used by most tests: the article's two event types.
+pub const ARTICLE_CONFIG: &str = "[ingest]\nevent_types = [\"login\", \"material-view\"]\n";

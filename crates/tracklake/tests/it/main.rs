@@ -1,0 +1,8 @@
+//! Integration tests: the real `tracklake` binary on a free loopback port
+//! with a temporary data directory. One test binary keeps link time low.
+
+mod harness;
+
+mod api;
+mod cli;
+mod crash;
