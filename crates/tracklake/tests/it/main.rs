@@ -6,3 +6,4 @@ mod harness;
 mod api;
 mod cli;
 mod crash;
+mod docs;
