@@ -52,6 +52,10 @@ pub struct Event {
     #[serde(default)]
     pub properties: serde_json::Map<String, serde_json::Value>,
     pub device: Device,
+    /// True when the server made `event_id` (a fresh UUIDv7 no client can
+    /// know yet), so storing it needs no duplicate check. Not stored.
+    #[serde(skip)]
+    pub server_assigned_id: bool,
 }
 
 impl Event {

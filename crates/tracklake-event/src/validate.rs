@@ -363,6 +363,7 @@ impl Validator {
         };
         let received_at = now.trunc_subsecs(6);
         Ok(Event {
+            server_assigned_id: event_id.is_none(),
             event_id: event_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
             user_id,
             event_type,

@@ -12,7 +12,7 @@ use tracklake_event::Event;
 use crate::keys::seq_key;
 use crate::query::{Page, Query, scan};
 use crate::retention::Sweeper;
-use crate::writer::{Command, LAST_SEQ, Writer};
+use crate::writer::{Command, Encoded, LAST_SEQ, Writer};
 use crate::{BoxFuture, Change, Error, PutOutcome, Table};
 
 /// The `[table]` section of the config file.
@@ -140,9 +140,17 @@ impl Table for EmbeddedTable {
             if !self.healthy.load(Ordering::Acquire) {
                 return Err(Error::Failed);
             }
+            // Encoding here spreads it over the callers' threads.
+            let encoded = events
+                .into_iter()
+                .map(|event| {
+                    let json = serde_json::to_vec(&event).map_err(Error::Encode)?;
+                    Ok(Encoded { event, json })
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
             let (reply, outcome) = oneshot::channel();
             self.commands
-                .send(Command::Put(events, reply))
+                .send(Command::Put(encoded, reply))
                 .await
                 .map_err(|_| Error::Closed)?;
             outcome.await.map_err(|_| Error::Closed)?

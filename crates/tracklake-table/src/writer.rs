@@ -1,6 +1,8 @@
-//! The single writer thread: group commit. Every request waiting when the
-//! writer wakes goes into one atomic write batch and one fsync, so
-//! concurrent writers share the cost of durability.
+//! Group commit on two threads. The writer puts every request waiting when it
+//! wakes into one atomic write batch; the syncer fsyncs the journal once for
+//! every batch written since its last fsync, then acknowledges them. While
+//! one fsync runs the writer prepares the next batch, so concurrent callers
+//! share both the CPU work and the cost of durability.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,13 +18,28 @@ use crate::{Error, PutOutcome};
 
 pub(crate) const LAST_SEQ: &[u8] = b"last_seq";
 
+/// An event with its stored JSON, encoded by the caller (off the writer).
+pub(crate) struct Encoded {
+    pub event: Event,
+    pub json: Vec<u8>,
+}
+
+type Reply = oneshot::Sender<Result<Vec<PutOutcome>, Error>>;
+
 pub(crate) enum Command {
-    Put(Vec<Event>, oneshot::Sender<Result<Vec<PutOutcome>, Error>>),
+    Put(Vec<Encoded>, Reply),
     /// Stop after everything queued before it, and sync.
     Stop(oneshot::Sender<Result<(), Error>>),
 }
 
-type Reply = oneshot::Sender<Result<Vec<PutOutcome>, Error>>;
+/// Written to the journal, waiting for an fsync.
+enum Written {
+    Group {
+        last_seq: u64,
+        replies: Vec<(Reply, Result<Vec<PutOutcome>, Error>)>,
+    },
+    Stop(oneshot::Sender<Result<(), Error>>),
+}
 
 pub(crate) struct Writer {
     pub ks: Keyspaces,
@@ -34,9 +51,25 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// Runs the writer on this thread and the syncer on a new one.
     pub fn run(mut self) {
+        let (written_tx, written_rx) = std::sync::mpsc::sync_channel::<Written>(4);
+        let syncer = Syncer {
+            ks: self.ks.clone(),
+            written: written_rx,
+            durable: self.durable.clone(),
+            healthy: self.healthy.clone(),
+        };
+        let syncer = std::thread::Builder::new()
+            .name("table-syncer".into())
+            .spawn(move || syncer.run());
+        if let Err(error) = syncer {
+            tracing::error!(%error, "cannot start the table's sync thread");
+            self.healthy.store(false, Ordering::Release);
+            return;
+        }
         while let Some(first) = self.commands.blocking_recv() {
-            let mut group: Vec<(Vec<Event>, Reply)> = Vec::new();
+            let mut group: Vec<(Vec<Encoded>, Reply)> = Vec::new();
             let mut stop = None;
             let mut queued = 0;
             let mut next = Some(first);
@@ -55,49 +88,51 @@ impl Writer {
                     next = self.commands.try_recv().ok();
                 }
             }
-            self.commit(group);
+            if !group.is_empty() {
+                let written = self.write(group);
+                if written_tx.send(written).is_err() {
+                    return;
+                }
+            }
             if let Some(reply) = stop {
-                let synced = self
-                    .ks
-                    .db
-                    .persist(PersistMode::SyncAll)
-                    .map_err(Error::Persist);
-                let _ = reply.send(synced);
+                let _ = written_tx.send(Written::Stop(reply));
                 return;
             }
         }
     }
 
-    fn commit(&mut self, group: Vec<(Vec<Event>, Reply)>) {
-        if group.is_empty() {
-            return;
-        }
-        if !self.healthy.load(Ordering::Acquire) {
-            for (_, reply) in group {
-                let _ = reply.send(Err(Error::Failed));
-            }
-            return;
-        }
+    fn write(&mut self, group: Vec<(Vec<Encoded>, Reply)>) -> Written {
         let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-        match self.write_group(batches) {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
+        let outcomes = if self.healthy.load(Ordering::Acquire) {
+            self.write_batch(batches)
+        } else {
+            Err(Error::Failed)
+        };
+        let replies = match outcomes {
+            Ok(outcomes) => replies
+                .into_iter()
+                .zip(outcomes.into_iter().map(Ok))
+                .collect(),
             Err(error) => {
-                // After a failed write or fsync the state on disk is unknown:
-                // stop acknowledging anything until a restart recovers.
-                tracing::error!(%error, "table write failed; refusing further writes");
-                self.healthy.store(false, Ordering::Release);
-                for reply in replies {
-                    let _ = reply.send(Err(Error::Failed));
+                if !matches!(error, Error::Failed) {
+                    tracing::error!(%error, "table write failed; refusing further writes");
                 }
+                // After a failed write the state on disk is unknown: stop
+                // acknowledging anything until a restart recovers.
+                self.healthy.store(false, Ordering::Release);
+                replies
+                    .into_iter()
+                    .map(|r| (r, Err(Error::Failed)))
+                    .collect()
             }
+        };
+        Written::Group {
+            last_seq: self.last_seq,
+            replies,
         }
     }
 
-    fn write_group(&mut self, batches: Vec<Vec<Event>>) -> Result<Vec<Vec<PutOutcome>>, Error> {
+    fn write_batch(&mut self, batches: Vec<Vec<Encoded>>) -> Result<Vec<Vec<PutOutcome>>, Error> {
         let ks = &self.ks;
         let mut batch = ks.db.batch();
         let mut seq = self.last_seq;
@@ -106,30 +141,32 @@ impl Writer {
         let mut outcomes: Vec<Vec<PutOutcome>> = Vec::with_capacity(batches.len());
         for (r, events) in batches.into_iter().enumerate() {
             let mut out = Vec::with_capacity(events.len());
-            for event in events {
+            for Encoded { event, json } in events {
                 let user = event.user_id.as_key();
                 let id = id_key(&user, &event.event_id);
-                if let Some(&(pr, pi)) = in_group.get(&id) {
-                    let earlier = if pr == r { &out[pi] } else { &outcomes[pr][pi] };
-                    if let PutOutcome::Stored(e) = earlier {
-                        out.push(PutOutcome::Duplicate(e.clone()));
+                // A server-made UUIDv7 cannot have been stored before.
+                if !event.server_assigned_id {
+                    if let Some(&(pr, pi)) = in_group.get(&id) {
+                        let earlier = if pr == r { &out[pi] } else { &outcomes[pr][pi] };
+                        if let PutOutcome::Stored(e) = earlier {
+                            out.push(PutOutcome::Duplicate(e.clone()));
+                            continue;
+                        }
+                    }
+                    if let Some(stored) = self.stored(&user, &id, &event.event_id)? {
+                        out.push(PutOutcome::Duplicate(stored));
                         continue;
                     }
+                    in_group.insert(id.clone(), (r, out.len()));
                 }
-                if let Some(stored) = self.stored(&user, &id, &event.event_id)? {
-                    out.push(PutOutcome::Duplicate(stored));
-                    continue;
-                }
-                let json = serde_json::to_vec(&event).map_err(Error::Encode)?;
                 seq += 1;
                 batch.insert(
                     &ks.rows,
                     row_key(&user, event.event_at, &event.event_id),
                     json.clone(),
                 );
-                batch.insert(&ks.ids, id.clone(), time_bytes(event.event_at).to_vec());
+                batch.insert(&ks.ids, id, time_bytes(event.event_at).to_vec());
                 batch.insert(&ks.changes, seq_key(seq).to_vec(), json);
-                in_group.insert(id, (r, out.len()));
                 out.push(PutOutcome::Stored(event));
             }
             outcomes.push(out);
@@ -137,11 +174,7 @@ impl Writer {
         if seq != self.last_seq {
             batch.insert(&ks.meta, LAST_SEQ, seq_key(seq).to_vec());
             batch.commit().map_err(Error::Write)?;
-            ks.db
-                .persist(PersistMode::SyncAll)
-                .map_err(Error::Persist)?;
             self.last_seq = seq;
-            self.durable.send_replace(seq);
         }
         Ok(outcomes)
     }
@@ -163,6 +196,58 @@ impl Writer {
         {
             Some(json) => Ok(Some(serde_json::from_slice(&json).map_err(Error::Decode)?)),
             None => Ok(None),
+        }
+    }
+}
+
+struct Syncer {
+    ks: Keyspaces,
+    written: std::sync::mpsc::Receiver<Written>,
+    durable: watch::Sender<u64>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl Syncer {
+    fn run(self) {
+        while let Ok(first) = self.written.recv() {
+            let mut pending = vec![first];
+            pending.extend(self.written.try_iter());
+            // One fsync covers every batch written before it.
+            let synced = if self.healthy.load(Ordering::Acquire) {
+                self.ks.db.persist(PersistMode::SyncAll).map_err(|error| {
+                    tracing::error!(%error, "fsync of the table journal failed; refusing further writes");
+                    self.healthy.store(false, Ordering::Release);
+                })
+            } else {
+                Err(())
+            };
+            for written in pending {
+                match written {
+                    Written::Group { last_seq, replies } => {
+                        if synced.is_ok() {
+                            self.durable.send_if_modified(|d| {
+                                let newer = last_seq > *d;
+                                *d = (*d).max(last_seq);
+                                newer
+                            });
+                        }
+                        for (reply, outcome) in replies {
+                            let _ = reply.send(
+                                outcome
+                                    .and_then(|o| synced.map(|()| o).map_err(|()| Error::Failed)),
+                            );
+                        }
+                    }
+                    Written::Stop(reply) => {
+                        let _ = reply.send(if synced.is_ok() {
+                            Ok(())
+                        } else {
+                            Err(Error::Failed)
+                        });
+                        return;
+                    }
+                }
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ fn event(user: i64, id: &str, kind: &str, minute: i64) -> Event {
         ip_address: None,
         properties: Default::default(),
         device: Device::unknown(),
+        server_assigned_id: false,
     }
 }
 

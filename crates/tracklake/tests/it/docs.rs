@@ -9,7 +9,17 @@ use crate::harness::Server;
 /// Keys whose values must match the doc exactly; other scalars need only
 /// the same JSON type (ids and clock times differ from run to run).
 const EXACT: [&str; 12] = [
-    "code", "field", "status", "stored", "duplicate", "rejected", "event_type", "type", "os", "browser", "user_id",
+    "code",
+    "field",
+    "status",
+    "stored",
+    "duplicate",
+    "rejected",
+    "event_type",
+    "type",
+    "os",
+    "browser",
+    "user_id",
     "ip_address",
 ];
 
@@ -18,8 +28,12 @@ fn examples(doc: &str) -> Vec<(String, Value)> {
     let mut blocks = doc.split("```").skip(1).step_by(2);
     while let Some(block) = blocks.next() {
         if let Some(cmd) = block.strip_prefix("sh\n") {
-            let answer = blocks.next().and_then(|b| b.strip_prefix("json\n")).expect("each sh example is followed by its json answer");
-            let answer = serde_json::from_str(answer).unwrap_or_else(|e| panic!("doc answer is not JSON ({e}): {answer}"));
+            let answer = blocks
+                .next()
+                .and_then(|b| b.strip_prefix("json\n"))
+                .expect("each sh example is followed by its json answer");
+            let answer = serde_json::from_str(answer)
+                .unwrap_or_else(|e| panic!("doc answer is not JSON ({e}): {answer}"));
             out.push((cmd.to_owned(), answer));
         }
     }
@@ -30,7 +44,9 @@ fn like(doc: &Value, actual: &Value, key: &str, path: &str) {
     match (doc, actual) {
         (Value::Object(d), Value::Object(a)) => {
             for (k, v) in d {
-                let got = a.get(k).unwrap_or_else(|| panic!("{path}.{k} is documented but missing in {actual}"));
+                let got = a
+                    .get(k)
+                    .unwrap_or_else(|| panic!("{path}.{k} is documented but missing in {actual}"));
                 like(v, got, k, &format!("{path}.{k}"));
             }
         }
@@ -52,7 +68,10 @@ fn like(doc: &Value, actual: &Value, key: &str, path: &str) {
 #[tokio::test]
 async fn docs_examples_run() {
     if Command::new("curl").arg("--version").output().is_err() {
-        assert!(std::env::var("CI").is_err(), "curl is missing, and CI must run the doc examples");
+        assert!(
+            std::env::var("CI").is_err(),
+            "curl is missing, and CI must run the doc examples"
+        );
         eprintln!("skipping docs_examples_run: curl is not installed");
         return;
     }
@@ -62,13 +81,25 @@ async fn docs_examples_run() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("data"), &config);
     let examples = examples(&doc);
-    assert!(examples.len() >= 5, "found only {} examples", examples.len());
+    assert!(
+        examples.len() >= 5,
+        "found only {} examples",
+        examples.len()
+    );
     for (cmd, answer) in examples {
         let cmd = cmd.replace("http://127.0.0.1:7800", &s.url);
         let out = Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
-        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
-        let actual: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{cmd} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let actual: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{cmd} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
         like(&answer, &actual, "", "$");
     }
 }
