@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracklake_event::Event;
 
-use crate::keys::seq_key;
+use crate::keys::{decode_row, seq_from, seq_key};
 use crate::query::{Page, Query, scan};
-use crate::retention::Sweeper;
+use crate::retention::{CHECKPOINT_PREFIX, Sweeper};
 use crate::writer::{Command, Encoded, LAST_SEQ, Writer};
 use crate::{BoxFuture, Change, Error, PutOutcome, Table};
 
@@ -28,6 +28,9 @@ pub struct TableConfig {
     pub queue_depth: usize,
     /// Block cache, in MiB.
     pub cache_mib: u64,
+    /// Write buffer of each of the table's four keyspaces, in MiB: bounds
+    /// memory, and smaller buffers are faster to insert into.
+    pub memtable_mib: u64,
 }
 
 impl Default for TableConfig {
@@ -37,6 +40,7 @@ impl Default for TableConfig {
             max_group_events: 20_000,
             queue_depth: 1024,
             cache_mib: 64,
+            memtable_mib: 16,
         }
     }
 }
@@ -169,18 +173,25 @@ impl Table for EmbeddedTable {
             if after >= durable {
                 return Ok(Vec::new());
             }
-            ks.changes
+            let mut changes = Vec::new();
+            for guard in ks
+                .changes
                 .range(seq_key(after + 1)..=seq_key(durable))
                 .take(max)
-                .map(|guard| {
-                    let (key, value) = guard.into_inner().map_err(Error::Read)?;
-                    let seq = <[u8; 8]>::try_from(&key[..])
-                        .map(u64::from_be_bytes)
-                        .unwrap_or(0);
-                    let event = serde_json::from_slice(&value).map_err(Error::Decode)?;
-                    Ok(Change { seq, event })
-                })
-                .collect()
+            {
+                let (key, row) = guard.into_inner().map_err(Error::Read)?;
+                let seq = seq_from(&key)
+                    .ok_or(Error::Corrupt("a change key that is not a sequence number"))?;
+                // Retention only removes rows every consumer has read, so a
+                // missing row was released already.
+                if let Some(value) = ks.rows.get(&row).map_err(Error::Read)? {
+                    changes.push(Change {
+                        seq,
+                        event: decode_row(&value)?.1,
+                    });
+                }
+            }
+            Ok(changes)
         }))
     }
 
@@ -243,7 +254,7 @@ impl Table for EmbeddedTable {
 }
 
 fn checkpoint_key(consumer: &str) -> Vec<u8> {
-    [b"checkpoint/".as_slice(), consumer.as_bytes()].concat()
+    [CHECKPOINT_PREFIX, consumer.as_bytes()].concat()
 }
 
 #[cfg(test)]

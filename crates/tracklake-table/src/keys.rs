@@ -1,8 +1,11 @@
 //! Key layout of the embedded table. Byte order is query order:
 //!
-//! - row:    `user_id 0x00 event_at(8) event_id` → event JSON
+//! - row:    `user_id 0x00 event_at(8) event_id` → seq(8) event JSON
 //! - id:     `user_id 0x00 event_id`             → event_at(8)
-//! - change: `seq(8)`                            → event JSON
+//! - change: `seq(8)`                            → row key
+//!
+//! The change log points at rows instead of copying them: every event is
+//! stored once, which halves the bytes written, flushed and compacted.
 //!
 //! User ids never contain 0x00 (validation refuses control characters), so
 //! `user_id 0x00` is a prefix of exactly one user's keys.
@@ -57,6 +60,21 @@ pub fn time_of_row(row: &[u8]) -> Option<DateTime<Utc>> {
 
 pub fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
+}
+
+pub fn seq_from(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+pub fn row_value(seq: u64, json: &[u8]) -> Vec<u8> {
+    [&seq_key(seq)[..], json].concat()
+}
+
+/// The change sequence number and the event of a stored row.
+pub fn decode_row(value: &[u8]) -> Result<(u64, tracklake_event::Event), crate::Error> {
+    let seq = seq_from(value).ok_or(crate::Error::Corrupt("a row shorter than its header"))?;
+    let event = serde_json::from_slice(&value[8..]).map_err(crate::Error::Decode)?;
+    Ok((seq, event))
 }
 
 #[cfg(test)]

@@ -92,6 +92,8 @@ pub enum Error {
     Read(fjall::Error),
     #[error("decoding a stored event: {0}")]
     Decode(serde_json::Error),
+    #[error("the table holds damaged data: {0}")]
+    Corrupt(&'static str),
     #[error("encoding an event: {0}")]
     Encode(serde_json::Error),
     #[error("the cursor is not one this table handed out")]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tracklake_event::Event;
 
 use crate::Error;
-use crate::keys::{time_bytes, user_prefix};
+use crate::keys::{decode_row, time_bytes, user_prefix};
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 1000;
@@ -108,7 +108,7 @@ pub(crate) fn scan(rows: &fjall::Keyspace, q: &Query) -> Result<Page, Error> {
     };
     for guard in iter {
         let (key, value) = guard.into_inner().map_err(Error::Read)?;
-        let event: Event = serde_json::from_slice(&value).map_err(Error::Decode)?;
+        let (_, event) = decode_row(&value)?;
         if !q.types.is_empty() && !q.types.contains(&event.event_type) {
             continue;
         }

@@ -1,5 +1,7 @@
 //! Optional retention: rows older than `retention_days` leave the table.
-//! The lake keeps the history, so this only bounds the table's size.
+//! The lake keeps the history, so this only bounds the table's size. A row
+//! leaves only once every consumer of the change stream has read it (when
+//! none is registered, nothing waits for it).
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -7,7 +9,10 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::embedded::Keyspaces;
-use crate::keys::{id_key_of_row, time_of_row};
+use crate::keys::{id_key_of_row, seq_from, time_of_row};
+use crate::writer::LAST_SEQ;
+
+pub(crate) const CHECKPOINT_PREFIX: &[u8] = b"checkpoint/";
 
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 const DELETE_BATCH: usize = 10_000;
@@ -46,11 +51,14 @@ impl Sweeper {
 /// Removes rows (and their id entries) older than `days`; returns how many.
 pub(crate) fn sweep(ks: &Keyspaces, days: u32) -> Result<usize, fjall::Error> {
     let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
+    let released = released_through(ks)?;
     let mut removed = 0;
     let mut batch = ks.db.batch();
     for guard in ks.rows.iter() {
-        let key = guard.key()?;
-        if time_of_row(&key).is_none_or(|t| t >= cutoff) {
+        let (key, value) = guard.into_inner()?;
+        if time_of_row(&key).is_none_or(|t| t >= cutoff)
+            || seq_from(&value).is_none_or(|s| s > released)
+        {
             continue;
         }
         if let Some(id) = id_key_of_row(&key) {
@@ -64,4 +72,23 @@ pub(crate) fn sweep(ks: &Keyspaces, days: u32) -> Result<usize, fjall::Error> {
     }
     batch.commit()?;
     Ok(removed)
+}
+
+/// The newest change every consumer has read: the lowest checkpoint, or the
+/// newest change when no consumer is registered.
+fn released_through(ks: &Keyspaces) -> Result<u64, fjall::Error> {
+    let mut lowest: Option<u64> = None;
+    for guard in ks.meta.prefix(CHECKPOINT_PREFIX) {
+        let seq = seq_from(&guard.value()?).unwrap_or(0);
+        lowest = Some(lowest.map_or(seq, |l| l.min(seq)));
+    }
+    match lowest {
+        Some(seq) => Ok(seq),
+        None => Ok(ks
+            .meta
+            .get(LAST_SEQ)?
+            .as_deref()
+            .and_then(seq_from)
+            .unwrap_or(0)),
+    }
 }

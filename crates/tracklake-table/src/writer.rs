@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracklake_event::Event;
 
 use crate::embedded::Keyspaces;
-use crate::keys::{id_key, row_key, seq_key, time_bytes, time_from_bytes};
+use crate::keys::{decode_row, id_key, row_key, row_value, seq_key, time_bytes, time_from_bytes};
 use crate::{Error, PutOutcome};
 
 pub(crate) const LAST_SEQ: &[u8] = b"last_seq";
@@ -160,13 +160,10 @@ impl Writer {
                     in_group.insert(id.clone(), (r, out.len()));
                 }
                 seq += 1;
-                batch.insert(
-                    &ks.rows,
-                    row_key(&user, event.event_at, &event.event_id),
-                    json.clone(),
-                );
+                let row = row_key(&user, event.event_at, &event.event_id);
+                batch.insert(&ks.rows, row.clone(), row_value(seq, &json));
                 batch.insert(&ks.ids, id, time_bytes(event.event_at).to_vec());
-                batch.insert(&ks.changes, seq_key(seq).to_vec(), json);
+                batch.insert(&ks.changes, seq_key(seq).to_vec(), row);
                 out.push(PutOutcome::Stored(event));
             }
             outcomes.push(out);
@@ -194,7 +191,7 @@ impl Writer {
             .get(row_key(user, at, event_id))
             .map_err(Error::Read)?
         {
-            Some(json) => Ok(Some(serde_json::from_slice(&json).map_err(Error::Decode)?)),
+            Some(value) => Ok(Some(decode_row(&value)?.1)),
             None => Ok(None),
         }
     }

@@ -274,6 +274,11 @@ async fn retention_removes_old_rows_only() {
     let mut new = event(1, "new", "login", 0);
     new.event_at = Utc::now() - chrono::Duration::days(2);
     t.put(vec![old.clone(), new]).await.unwrap();
+    // A consumer that has not read the old row yet holds it back.
+    t.save_checkpoint("lake", 0).await.unwrap();
+    assert_eq!(crate::retention::sweep(&t.ks, 30).unwrap(), 0);
+    assert_eq!(t.read_changes(0, 10).await.unwrap().len(), 2);
+    t.save_checkpoint("lake", 2).await.unwrap();
     assert_eq!(crate::retention::sweep(&t.ks, 30).unwrap(), 1);
     assert_eq!(ids(&t.query(Query::recent("1")).await.unwrap()), ["new"]);
     // Its id entry went too, so the same event may be stored again.

@@ -83,7 +83,10 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
         // Kill once writes are flowing, at a different moment each round.
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while acked.lock().unwrap().len() < before + 1000 {
-            assert!(std::time::Instant::now() < deadline, "round {round}: the server acknowledged too little");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: the server acknowledged too little"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tokio::time::sleep(Duration::from_millis(37 * round as u64)).await;
