@@ -31,6 +31,10 @@ pub struct TableConfig {
     /// Write buffer of each of the table's four keyspaces, in MiB: bounds
     /// memory, and smaller buffers are faster to insert into.
     pub memtable_mib: u64,
+    /// Journal kept before write buffers must be flushed, in MiB (at least
+    /// 64). This is what bounds memory under sustained writes: write
+    /// buffers waiting for a flush hold their journal.
+    pub journal_mib: u64,
 }
 
 impl Default for TableConfig {
@@ -41,6 +45,7 @@ impl Default for TableConfig {
             queue_depth: 1024,
             cache_mib: 64,
             memtable_mib: 16,
+            journal_mib: 64,
         }
     }
 }
@@ -75,6 +80,7 @@ impl EmbeddedTable {
         };
         let db = Database::builder(dir)
             .cache_size(config.cache_mib * 1024 * 1024)
+            .max_journaling_size(config.journal_mib.max(64) * 1024 * 1024)
             .open()
             .map_err(open_err)?;
         let keyspace = |name: &str| {
@@ -124,6 +130,11 @@ impl EmbeddedTable {
     /// Rows in the table (an estimate, cheap).
     pub fn approximate_rows(&self) -> usize {
         self.ks.rows.approximate_len()
+    }
+
+    /// Bytes held in write buffers (memtables) across keyspaces.
+    pub fn write_buffer_bytes(&self) -> u64 {
+        self.ks.db.write_buffer_size()
     }
 
     /// Runs `f` on tokio's blocking pool with the keyspaces.
