@@ -18,7 +18,7 @@ fn event(n: u64) -> Event {
     Event {
         event_id: uuid::Uuid::now_v7().to_string(),
         user_id: UserId::Int((n * 7919 % 10_000) as i64),
-        event_type: if n % 3 == 0 { "login" } else { "material-view" }.into(),
+        event_type: if n.is_multiple_of(3) { "login" } else { "material-view" }.into(),
         event_at: now - chrono::Duration::seconds((n * 997 % 604_800) as i64),
         received_at: now,
         user_agent: Some("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36".into()),

@@ -26,7 +26,9 @@ pub struct TableConfig {
     pub max_group_events: usize,
     /// Write requests that may wait for the writer before callers wait too.
     pub queue_depth: usize,
-    /// Block cache, in MiB.
+    /// Block cache, in MiB. Reads of a user's newest rows stay under a
+    /// millisecond at 10 million events with 256 (docs/BENCHMARKS.md);
+    /// lower it to trade read latency for memory.
     pub cache_mib: u64,
     /// Write buffer of each of the table's four keyspaces, in MiB: bounds
     /// memory, and smaller buffers are faster to insert into.
@@ -43,7 +45,7 @@ impl Default for TableConfig {
             retention_days: None,
             max_group_events: 20_000,
             queue_depth: 1024,
-            cache_mib: 64,
+            cache_mib: 256,
             memtable_mib: 16,
             journal_mib: 64,
         }

@@ -74,16 +74,18 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
 
 /// Request bodies built before the clock starts, so the generator measures
 /// the server, not JSON encoding. Events carry no `event_id`, so resending
-/// a body stores new events.
+/// a body stores new events; users are dealt round-robin, so every user
+/// gets the same share.
 fn bodies(args: &IngestArgs, count: usize) -> Vec<bytes::Bytes> {
     let mut rng = rand::rng();
     let agents = user_agents();
     let now = chrono::Utc::now();
+    let users = args.users.max(1);
     (0..count)
-        .map(|_| {
+        .map(|b| {
             let events: Vec<Value> = (0..args.batch)
-                .map(|_| {
-                    let user = rng.random_range(1..=args.users).to_string();
+                .map(|i| {
+                    let user = ((b * args.batch + i) as u64 % users + 1).to_string();
                     let kind = if rng.random_bool(0.3) { "login" } else { "material-view" };
                     let mut e = event(&mut rng, &agents, &user, kind, 7, now);
                     if let Some(map) = e.as_object_mut() {
@@ -110,8 +112,13 @@ async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         bail!("--batch and --connections must be at least 1");
     }
     let api = Api::new(&args.target)?;
-    // With unique agents every body is used once; otherwise a pool is reused.
-    let pool = if args.unique_agents { 4096 } else { 64 };
+    // With unique agents every body is used once; otherwise a pool that
+    // covers every user once is reused.
+    let pool = if args.unique_agents {
+        4096
+    } else {
+        (args.users as usize).div_ceil(args.batch).clamp(64, 1024)
+    };
     eprintln!("building {pool} request bodies of {} events…", args.batch);
     let bodies = Arc::new(bodies(&args, pool));
     let deadline = Instant::now() + Duration::from_secs(args.duration);
