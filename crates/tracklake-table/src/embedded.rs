@@ -73,8 +73,8 @@ pub struct EmbeddedTable {
 }
 
 impl EmbeddedTable {
-    /// Opens (or creates) the table in `dir`, replaying its journal.
-    /// Must be called inside a tokio runtime.
+    /// Opens (or creates) the table in `dir`, replaying its journal, and
+    /// starts its writer threads.
     pub fn open(dir: &Path, config: &TableConfig) -> Result<Self, Error> {
         let open_err = |source| Error::Open {
             path: dir.display().to_string(),

@@ -45,42 +45,29 @@ impl Api {
     /// POSTs JSON; returns the status and body, or an error when the server
     /// cannot be reached.
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let response = self
-            .http
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach tracklake at {} (is `tracklake serve` running?)",
-                    self.base
-                )
-            })?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
+        self.send(self.http.post(self.url(path)).json(body)).await
     }
 
     /// GETs JSON, turning an API error into a readable one.
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-        let response = self
-            .http
-            .get(self.url(path))
-            .query(query)
-            .send()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach tracklake at {} (is `tracklake serve` running?)",
-                    self.base
-                )
-            })?;
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let (status, body) = self
+            .send(self.http.get(self.url(path)).query(query))
+            .await?;
         if status >= 400 {
             bail!("{}", describe_error(status, &body));
         }
         Ok(body)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach tracklake at {} (is `tracklake serve` running?)",
+                self.base
+            )
+        })?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 }
 
