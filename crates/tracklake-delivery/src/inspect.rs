@@ -1,0 +1,98 @@
+//! Reading the lake back: what `tracklake lake ls` and `lake verify` show.
+//! It reads files with the `parquet` crate and `serde_json` directly, not
+//! through the writer's code.
+
+use std::io::Read;
+
+use arrow_array::{Array, StringArray};
+use object_store::path::Path;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::{Error, Lake};
+
+/// One lake file and the events in it.
+#[derive(Debug, Clone)]
+pub struct FileContents {
+    pub path: Path,
+    pub bytes: u64,
+    /// `(user_id, event_id)` of every row, in file order.
+    pub events: Vec<(String, String)>,
+}
+
+impl FileContents {
+    /// The partition part of the path (`dt=2026-11-27`).
+    pub fn partition(&self) -> String {
+        let p = self.path.as_ref();
+        let inner = p.strip_prefix("events/").unwrap_or(p);
+        inner.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned()
+    }
+}
+
+/// Every file of the lake with the ids of its events.
+pub async fn read_lake(lake: &Lake) -> Result<Vec<FileContents>, Error> {
+    let mut out = Vec::new();
+    for meta in lake.files().await? {
+        let name = meta.location.as_ref().to_owned();
+        let data = lake.read(&meta.location).await?;
+        let events = if name.ends_with(".parquet") {
+            parquet_ids(data)?
+        } else if name.ends_with(".json.gz") {
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(&data[..])
+                .read_to_string(&mut text)
+                .map_err(Error::Gzip)?;
+            json_ids(&text)?
+        } else if name.ends_with(".json") {
+            json_ids(&String::from_utf8_lossy(&data))?
+        } else {
+            continue; // not ours
+        };
+        out.push(FileContents {
+            path: meta.location,
+            bytes: meta.size,
+            events,
+        });
+    }
+    Ok(out)
+}
+
+fn parquet_ids(data: bytes::Bytes) -> Result<Vec<(String, String)>, Error> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(Error::Parquet)?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), ["event_id", "user_id"]);
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(Error::Parquet)?;
+    let mut ids = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(Error::Arrow)?;
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+                .ok_or_else(|| Error::Config(format!("a lake file lacks the string column {name}")))
+        };
+        let (event_ids, users) = (column("event_id")?, column("user_id")?);
+        for i in 0..batch.num_rows() {
+            if !event_ids.is_null(i) {
+                ids.push((users.value(i).to_owned(), event_ids.value(i).to_owned()));
+            }
+        }
+    }
+    Ok(ids)
+}
+
+fn json_ids(text: &str) -> Result<Vec<(String, String)>, Error> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).map_err(Error::EncodeJson)?;
+            let user = match &v["user_id"] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Ok((user, v["event_id"].as_str().unwrap_or_default().to_owned()))
+        })
+        .collect()
+}

@@ -1,0 +1,44 @@
+//! Delivery: every event stored in the table reaches the lake exactly once,
+//! as date-partitioned Parquet or NDJSON files that Athena, Trino, Spark and
+//! DuckDB read directly.
+
+mod encode;
+mod inspect;
+mod lake;
+mod pipeline;
+
+#[cfg(test)]
+mod tests;
+
+pub use encode::{Format, SCHEMA, encode, record_batch};
+pub use inspect::{FileContents, read_lake};
+pub use lake::{Lake, LakeConfig, Layout};
+pub use pipeline::{CONSUMER, Delivery, DeliveryConfig, Status};
+
+/// Errors of the delivery stage, named after the failed operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid delivery settings: {0}")]
+    Config(String),
+    #[error("lake URL {0:?}: only local directories are supported so far")]
+    UnsupportedLake(String),
+    #[error("creating the lake directory {path}: {source}")]
+    CreateLake {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("lake storage: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("encoding JSON: {0}")]
+    EncodeJson(serde_json::Error),
+    #[error("compressing NDJSON: {0}")]
+    Gzip(std::io::Error),
+    #[error("building Arrow data: {0}")]
+    Arrow(arrow_schema::ArrowError),
+    #[error("writing Parquet: {0}")]
+    Parquet(parquet::errors::ParquetError),
+    #[error("the table: {0}")]
+    Table(#[from] tracklake_table::Error),
+    #[error("the delivery task failed: {0}")]
+    Task(String),
+}
