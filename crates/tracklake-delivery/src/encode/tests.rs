@@ -8,7 +8,7 @@ use tracklake_event::{Device, UserId};
 fn sample(i: u32) -> Event {
     Event {
         event_id: format!("e{i}"),
-        user_id: if i % 2 == 0 {
+        user_id: if i.is_multiple_of(2) {
             UserId::Int(i as i64)
         } else {
             UserId::Text(format!("u-{i}"))
@@ -17,7 +17,7 @@ fn sample(i: u32) -> Event {
         event_at: Utc.with_ymd_and_hms(2019, 6, 29, 16, 46, 23).unwrap()
             + chrono::Duration::microseconds(i as i64),
         received_at: Utc.with_ymd_and_hms(2026, 11, 27, 8, 0, 0).unwrap(),
-        user_agent: (i % 3 != 0).then(|| {
+        user_agent: (!i.is_multiple_of(3)).then(|| {
             "Mozilla/5.0 (Windows NT 6.1; WOW64; Trident/7.0; AS; rv:11.0) like Gecko".into()
         }),
         ip_address: Some("2001:db8::1".parse().unwrap()),
