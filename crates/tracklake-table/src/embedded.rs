@@ -134,6 +134,20 @@ impl EmbeddedTable {
         self.ks.rows.approximate_len()
     }
 
+    /// `(user_id, event_id, seq)` of every row, for checks such as
+    /// `tracklake lake verify` (reads the whole table).
+    pub fn stored_ids(&self) -> Result<Vec<(String, String, u64)>, Error> {
+        self.ks
+            .rows
+            .iter()
+            .map(|guard| {
+                let (_, value) = guard.into_inner().map_err(Error::Read)?;
+                let (seq, event) = decode_row(&value)?;
+                Ok((event.user_id.as_key(), event.event_id, seq))
+            })
+            .collect()
+    }
+
     /// Bytes held in write buffers (memtables) across keyspaces.
     pub fn write_buffer_bytes(&self) -> u64 {
         self.ks.db.write_buffer_size()

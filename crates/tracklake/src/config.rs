@@ -8,6 +8,7 @@ use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use tracklake_delivery::{DeliveryConfig, LakeConfig};
 use tracklake_event::Rules;
 use tracklake_server::ServerConfig;
 use tracklake_table::TableConfig;
@@ -20,6 +21,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub ingest: Rules,
     pub table: TableConfig,
+    pub delivery: DeliveryConfig,
+    pub lake: LakeConfig,
     pub log: LogConfig,
 }
 
@@ -30,6 +33,8 @@ impl Default for Config {
             server: ServerConfig::default(),
             ingest: Rules::default(),
             table: TableConfig::default(),
+            delivery: DeliveryConfig::default(),
+            lake: LakeConfig::default(),
             log: LogConfig::default(),
         }
     }

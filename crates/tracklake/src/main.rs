@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use commands::{bench, put, recent, seed};
+use commands::{bench, lake, put, recent, seed};
 
 // glibc's malloc showed up as a fifth of the writer thread's time under load.
 #[global_allocator]
@@ -50,6 +50,9 @@ enum Command {
     Logins(recent::LoginArgs),
     /// Generate fake events, like the article's `rake track:put:login`.
     Seed(seed::Args),
+    /// Inspect and check the lake.
+    #[command(subcommand)]
+    Lake(lake::Command),
     /// Measure a running tracklake.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -75,6 +78,7 @@ fn main() -> anyhow::Result<()> {
             Command::Recent(args) => recent::run(args).await,
             Command::Logins(args) => recent::run(args.into()).await,
             Command::Seed(args) => seed::run(args).await,
+            Command::Lake(cmd) => lake::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     })

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tracklake_delivery::{Delivery, Lake};
 use tracklake_event::Validator;
 use tracklake_server::App;
 use tracklake_table::{EmbeddedTable, Table};
@@ -27,6 +28,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?,
     );
+    let lake = Lake::open(&config.lake, &config.data_dir).context("opening the lake")?;
+    let lake_location = lake.location.clone();
+    let delivery = Delivery::start(table.clone(), Arc::new(lake), config.delivery.clone())
+        .context("starting delivery to the lake")?;
     let validator =
         Validator::new(config.ingest.clone()).context("building the event validator")?;
     let listener = TcpListener::bind(config.server.listen)
@@ -39,7 +44,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // One line on stdout that scripts can wait for; logs go to stderr.
     println!("tracklake listening on http://{addr}");
     std::io::stdout().flush()?;
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), rows = table.approximate_rows(), "tracklake serving");
+    tracing::info!(
+        %addr,
+        data_dir = %config.data_dir.display(),
+        lake = %lake_location,
+        rows = table.approximate_rows(),
+        "tracklake serving"
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(tracklake_server::serve(listener, app.clone(), async {
@@ -54,6 +65,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "server error"),
         Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
         Err(_) => tracing::warn!("in-flight requests did not finish within {GRACE:?}"),
+    }
+    // Publish what is buffered before the table stops.
+    if let Err(e) = delivery.stop().await {
+        tracing::error!(error = %e, "delivery did not finish; it resumes at the next start");
     }
     table.close().await.context("flushing the table")?;
     tracing::info!("stopped");

@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod fake_data;
+pub mod lake;
 pub mod put;
 pub mod recent;
 pub mod seed;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{ARTICLE_CONFIG, BIN, Server};
+use crate::harness::{ARTICLE_CONFIG, BIN, FAST_LAKE_CONFIG, Server, lake_ids};
 
 #[tokio::test]
 async fn graceful_restart_keeps_every_event() {
@@ -44,7 +44,7 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
     let data = dir.path().join("data");
     let acked: Arc<Mutex<Vec<(u32, String)>>> = Arc::default();
     for round in 0..3 {
-        let s = Server::start(&data, ARTICLE_CONFIG);
+        let s = Server::start(&data, FAST_LAKE_CONFIG);
         let before = acked.lock().unwrap().len();
         let mut writers = Vec::new();
         for w in 0..4u32 {
@@ -100,7 +100,7 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
         );
     }
 
-    let s = Server::start(&data, ARTICLE_CONFIG);
+    let s = Server::start(&data, FAST_LAKE_CONFIG);
     let acked = acked.lock().unwrap().clone();
     for w in 0..4u32 {
         let stored = s.all_ids(&w.to_string()).await;
@@ -122,4 +122,30 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
             &missing[..missing.len().min(5)]
         );
     }
+
+    // Delivery ran through the kills too: after a clean stop the lake holds
+    // every acknowledged event exactly once.
+    s.stop();
+    let in_lake = lake_ids(&data.join("lake"));
+    let doubled: Vec<_> = in_lake.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        doubled.is_empty(),
+        "events doubled in the lake: {:?}",
+        &doubled[..doubled.len().min(5)]
+    );
+    let missing = acked
+        .iter()
+        .filter(|(_, id)| !in_lake.contains_key(id))
+        .count();
+    assert_eq!(missing, 0, "acknowledged events missing from the lake");
+    let out = std::process::Command::new(BIN)
+        .args(["lake", "verify", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

@@ -7,3 +7,4 @@ mod api;
 mod cli;
 mod crash;
 mod docs;
+mod lake;
