@@ -150,10 +150,14 @@ impl Worker {
         let (mut buffer, mut buffered_bytes, mut since) = (Vec::new(), 0u64, None::<Instant>);
         let mut read = committed;
         loop {
+            // Seen before reading: once stopping, a read that comes back
+            // empty has seen every event acknowledged before the stop.
+            let stopping = *self.stopping.borrow();
             let batch = self
                 .table
                 .read_changes(read, self.config.batch_size)
                 .await?;
+            let drained = batch.is_empty();
             if let Some(last) = batch.last() {
                 read = last.seq;
                 since.get_or_insert_with(Instant::now);
@@ -161,18 +165,17 @@ impl Worker {
                     buffered_bytes += approximate_size(&change.event);
                     buffer.push(change.event);
                 }
-                if buffered_bytes < limit && !interval.is_zero() {
-                    continue;
-                }
             }
+            let full = buffered_bytes >= limit;
             let due = since.map(|s| s + interval);
-            let stopping = *self.stopping.borrow();
-            if read > committed
-                && (stopping || buffered_bytes >= limit || due.is_some_and(|d| Instant::now() >= d))
-            {
+            let overdue = due.is_some_and(|d| Instant::now() >= d);
+            if read > committed && (full || overdue || (stopping && drained)) {
                 self.publish(committed, read, std::mem::take(&mut buffer))
                     .await?;
                 (committed, buffered_bytes, since) = (read, 0, None);
+                continue;
+            }
+            if !drained {
                 continue;
             }
             if stopping {
