@@ -48,8 +48,10 @@ impl Format {
     }
 }
 
-/// Rows per Parquet row group: large enough for scans, bounded for memory.
+/// Rows per Parquet row group: large enough for scans.
 const ROW_GROUP_ROWS: usize = 1024 * 1024;
+/// Rows per Arrow batch handed to the writer: bounds the memory of encoding.
+const ARROW_BATCH_ROWS: usize = 64 * 1024;
 
 pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
@@ -176,7 +178,7 @@ fn parquet(events: &[&Event]) -> Result<Vec<u8>, Error> {
         .build();
     let mut writer =
         ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(props)).map_err(Error::Parquet)?;
-    for chunk in events.chunks(ROW_GROUP_ROWS) {
+    for chunk in events.chunks(ARROW_BATCH_ROWS) {
         writer
             .write(&record_batch(chunk)?)
             .map_err(Error::Parquet)?;

@@ -96,7 +96,7 @@ impl Lake {
 
     /// Publishes one file atomically: readers see all of it or nothing
     /// (a staged file renamed into place locally, a single PUT on S3).
-    pub async fn publish(&self, path: &Path, bytes: Vec<u8>) -> Result<(), Error> {
+    pub async fn publish(&self, path: &Path, bytes: bytes::Bytes) -> Result<(), Error> {
         self.store
             .put(path, PutPayload::from(bytes))
             .await

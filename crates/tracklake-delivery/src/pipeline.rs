@@ -227,7 +227,7 @@ impl Worker {
             let path = self.lake.file_path(&partition, from + 1, to);
             let body = encode(&group, self.lake.format(), self.lake.gzip())?;
             bytes += body.len() as u64;
-            failed += self.put_with_retry(&path, body).await?;
+            failed += self.put_with_retry(&path, body.into()).await?;
         }
         self.table.save_checkpoint(CONSUMER, to).await?;
         self.table.trim_changes(to).await?;
@@ -255,7 +255,7 @@ impl Worker {
     async fn put_with_retry(
         &self,
         path: &object_store::path::Path,
-        body: Vec<u8>,
+        body: bytes::Bytes,
     ) -> Result<u64, Error> {
         let mut failures = 0u64;
         let mut backoff = Duration::from_millis(100);
@@ -277,11 +277,29 @@ impl Worker {
     }
 }
 
-/// Roughly the bytes an event takes in the buffer.
+/// Roughly the memory an event takes in the buffer: its text twice (the
+/// strings and their allocation slack) plus the struct and map overhead.
 fn approximate_size(e: &Event) -> u64 {
+    let d = &e.device;
+    let optional = [
+        &e.user_agent,
+        &d.os,
+        &d.os_version,
+        &d.browser,
+        &d.browser_version,
+        &d.brand,
+        &d.model,
+    ];
     let text = e.event_id.len()
         + e.event_type.len()
-        + e.user_agent.as_ref().map_or(0, String::len)
-        + e.properties.len() * 32;
-    (200 + text) as u64
+        + d.kind.len()
+        + optional
+            .iter()
+            .map(|s| s.as_ref().map_or(0, String::len))
+            .sum::<usize>()
+        + e.properties
+            .iter()
+            .map(|(k, v)| k.len() + v.to_string().len())
+            .sum::<usize>();
+    (600 + 2 * text) as u64
 }

@@ -157,7 +157,10 @@ async fn an_interrupted_delivery_is_finished_without_doubles() {
     let refs: Vec<&Event> = early.iter().collect();
     let path = s.lake.file_path("dt=2026-11-20", 1, 30);
     s.lake
-        .publish(&path, crate::encode(&refs, Format::Parquet, false).unwrap())
+        .publish(
+            &path,
+            crate::encode(&refs, Format::Parquet, false).unwrap().into(),
+        )
         .await
         .unwrap();
     // Events stored after the crash must not widen the interrupted range.
