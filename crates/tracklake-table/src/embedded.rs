@@ -1,7 +1,7 @@
 //! The embedded engine: a fjall database in `<data-dir>/table`.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -70,6 +70,9 @@ pub struct EmbeddedTable {
     durable: watch::Receiver<u64>,
     healthy: Arc<AtomicBool>,
     sweeper: Mutex<Option<Sweeper>>,
+    /// Changes up to here are trimmed: the next trim starts after it
+    /// instead of walking the tombstones of every earlier trim.
+    trimmed: Arc<AtomicU64>,
 }
 
 impl EmbeddedTable {
@@ -126,6 +129,7 @@ impl EmbeddedTable {
             durable: durable_rx,
             healthy,
             sweeper: Mutex::new(sweeper),
+            trimmed: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -206,17 +210,11 @@ impl Table for EmbeddedTable {
                 .range(seq_key(after + 1)..=seq_key(durable))
                 .take(max)
             {
-                let (key, row) = guard.into_inner().map_err(Error::Read)?;
+                let (key, json) = guard.into_inner().map_err(Error::Read)?;
                 let seq = seq_from(&key)
                     .ok_or(Error::Corrupt("a change key that is not a sequence number"))?;
-                // Retention only removes rows every consumer has read, so a
-                // missing row was released already.
-                if let Some(value) = ks.rows.get(&row).map_err(Error::Read)? {
-                    changes.push(Change {
-                        seq,
-                        event: decode_row(&value)?.1,
-                    });
-                }
+                let event = serde_json::from_slice(&json).map_err(Error::Decode)?;
+                changes.push(Change { seq, event });
             }
             Ok(changes)
         }))
@@ -253,12 +251,19 @@ impl Table for EmbeddedTable {
     }
 
     fn trim_changes(&self, through: u64) -> BoxFuture<'_, Result<(), Error>> {
+        let trimmed = self.trimmed.clone();
         Box::pin(self.blocking(move |ks| {
+            let from = trimmed.load(Ordering::Acquire);
+            if through <= from && from > 0 {
+                return Ok(());
+            }
             let mut batch = ks.db.batch();
-            for guard in ks.changes.range(..=seq_key(through)) {
+            for guard in ks.changes.range(seq_key(from)..=seq_key(through)) {
                 batch.remove(&ks.changes, guard.key().map_err(Error::Read)?);
             }
-            batch.commit().map_err(Error::Write)
+            batch.commit().map_err(Error::Write)?;
+            trimmed.fetch_max(through, Ordering::AcqRel);
+            Ok(())
         }))
     }
 

@@ -161,9 +161,9 @@ impl Writer {
                 }
                 seq += 1;
                 let row = row_key(&user, event.event_at, &event.event_id);
-                batch.insert(&ks.rows, row.clone(), row_value(seq, &json));
+                batch.insert(&ks.rows, row, row_value(seq, &json));
                 batch.insert(&ks.ids, id, time_bytes(event.event_at).to_vec());
-                batch.insert(&ks.changes, seq_key(seq).to_vec(), row);
+                batch.insert(&ks.changes, seq_key(seq).to_vec(), json);
                 out.push(PutOutcome::Stored(event));
             }
             outcomes.push(out);
