@@ -13,7 +13,7 @@ mod tests;
 pub use encode::{Format, SCHEMA, encode, record_batch};
 pub use inspect::{FileContents, read_lake};
 pub use lake::{Lake, LakeConfig, Layout};
-pub use pipeline::{CONSUMER, Delivery, DeliveryConfig, Status};
+pub use pipeline::{CONSUMER, Delivery, DeliveryConfig, Lag, Status};
 
 /// Errors of the delivery stage, named after the failed operation.
 #[derive(Debug, thiserror::Error)]

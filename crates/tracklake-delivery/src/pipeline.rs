@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,10 @@ pub struct DeliveryConfig {
     pub buffer_size_mib: u64,
     /// …or when the oldest buffered event waited this long, in seconds (0–900).
     pub buffer_interval_secs: u64,
+    /// Ingest answers 503 while more events than this wait for the lake…
+    pub max_lag_events: u64,
+    /// …or the oldest of them has waited longer than this, in seconds.
+    pub max_lag_secs: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -46,6 +50,8 @@ impl Default for DeliveryConfig {
             batch_size: 100,
             buffer_size_mib: 64,
             buffer_interval_secs: 10,
+            max_lag_events: 5_000_000,
+            max_lag_secs: 3600,
         }
     }
 }
@@ -75,13 +81,25 @@ pub struct Status {
     pub files: AtomicU64,
     pub bytes: AtomicU64,
     pub failed_puts: AtomicU64,
+    /// When the oldest event read but not yet published was received, in
+    /// milliseconds since the epoch; 0 when nothing waits.
+    pub oldest_waiting_ms: AtomicI64,
+}
+
+/// How far delivery is behind the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lag {
+    pub events: u64,
+    pub seconds: u64,
 }
 
 /// A running delivery task.
 pub struct Delivery {
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), Error>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), Error>>>>,
     status: Arc<Status>,
+    durable: watch::Receiver<u64>,
+    config: DeliveryConfig,
 }
 
 impl Delivery {
@@ -100,18 +118,60 @@ impl Delivery {
             stopping,
             status: status.clone(),
         };
+        let durable = worker.table.watch_changes();
+        let config = worker.config.clone();
         let task = tokio::spawn(worker.run());
-        Ok(Delivery { stop, task, status })
+        Ok(Delivery {
+            stop,
+            task: std::sync::Mutex::new(Some(task)),
+            status,
+            durable,
+            config,
+        })
+    }
+
+    /// Events stored but not yet in the lake, and how long the oldest of
+    /// them has waited (from when delivery read it).
+    pub fn lag(&self) -> Lag {
+        let events = self
+            .durable
+            .borrow()
+            .saturating_sub(self.status.delivered_seq.load(Ordering::Relaxed));
+        let oldest = self.status.oldest_waiting_ms.load(Ordering::Relaxed);
+        let seconds = if events == 0 || oldest == 0 {
+            0
+        } else {
+            (chrono::Utc::now().timestamp_millis() - oldest).max(0) as u64 / 1000
+        };
+        Lag { events, seconds }
+    }
+
+    /// `Err(reason)` when the lag is beyond `max_lag_events` or `max_lag_secs`.
+    pub fn check_lag(&self) -> Result<(), String> {
+        let lag = self.lag();
+        if lag.events > self.config.max_lag_events || lag.seconds > self.config.max_lag_secs {
+            Err(format!(
+                "delivery to the lake is {} events and {} s behind (limits {} events, {} s); retry shortly",
+                lag.events, lag.seconds, self.config.max_lag_events, self.config.max_lag_secs
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     pub fn status(&self) -> Arc<Status> {
         self.status.clone()
     }
 
-    /// Publishes everything buffered and stored, then stops.
-    pub async fn stop(self) -> Result<(), Error> {
+    /// Publishes everything buffered and stored, then stops. Later calls
+    /// return at once.
+    pub async fn stop(&self) -> Result<(), Error> {
         let _ = self.stop.send(true);
-        self.task.await.map_err(|e| Error::Task(e.to_string()))?
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        match task {
+            Some(task) => task.await.map_err(|e| Error::Task(e.to_string()))?,
+            None => Ok(()),
+        }
     }
 }
 
@@ -160,7 +220,13 @@ impl Worker {
             let drained = batch.is_empty();
             if let Some(last) = batch.last() {
                 read = last.seq;
-                since.get_or_insert_with(Instant::now);
+                if since.is_none() {
+                    since = Some(Instant::now());
+                    let first = batch[0].event.received_at.timestamp_millis().max(1);
+                    self.status
+                        .oldest_waiting_ms
+                        .store(first, Ordering::Relaxed);
+                }
                 for change in batch {
                     buffered_bytes += approximate_size(&change.event);
                     buffer.push(change.event);
@@ -233,6 +299,7 @@ impl Worker {
         self.table.trim_changes(to).await?;
         let s = &self.status;
         s.delivered_seq.store(to, Ordering::Relaxed);
+        s.oldest_waiting_ms.store(0, Ordering::Relaxed);
         s.records.fetch_add(events.len() as u64, Ordering::Relaxed);
         s.files.fetch_add(files as u64, Ordering::Relaxed);
         s.bytes.fetch_add(bytes, Ordering::Relaxed);

@@ -39,20 +39,33 @@ impl Default for ServerConfig {
     }
 }
 
+/// Decides whether ingest may take more events: `Err(reason)` answers 503
+/// with `Retry-After` (for example when delivery to the lake lags too far).
+pub trait IngestGate: Send + Sync {
+    fn admit(&self) -> Result<(), String>;
+}
+
 /// What every handler shares.
 pub struct App {
     pub table: Arc<dyn Table>,
     pub validator: Validator,
     pub config: ServerConfig,
+    pub gate: Option<Arc<dyn IngestGate>>,
     ready: AtomicBool,
 }
 
 impl App {
-    pub fn new(table: Arc<dyn Table>, validator: Validator, config: ServerConfig) -> Arc<Self> {
+    pub fn new(
+        table: Arc<dyn Table>,
+        validator: Validator,
+        config: ServerConfig,
+        gate: Option<Arc<dyn IngestGate>>,
+    ) -> Arc<Self> {
         Arc::new(App {
             table,
             validator,
             config,
+            gate,
             ready: AtomicBool::new(false),
         })
     }

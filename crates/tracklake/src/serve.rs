@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracklake_delivery::{Delivery, Lake};
 use tracklake_event::Validator;
-use tracklake_server::App;
+use tracklake_server::{App, IngestGate};
 use tracklake_table::{EmbeddedTable, Table};
 
 use crate::config::Config;
@@ -30,15 +30,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let lake = Lake::open(&config.lake, &config.data_dir).context("opening the lake")?;
     let lake_location = lake.location.clone();
-    let delivery = Delivery::start(table.clone(), Arc::new(lake), config.delivery.clone())
-        .context("starting delivery to the lake")?;
+    let delivery = Arc::new(
+        Delivery::start(table.clone(), Arc::new(lake), config.delivery.clone())
+            .context("starting delivery to the lake")?,
+    );
     let validator =
         Validator::new(config.ingest.clone()).context("building the event validator")?;
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
-    let app = App::new(table.clone(), validator, config.server.clone());
+    let gate = Arc::new(LagGate(delivery.clone()));
+    let app = App::new(table.clone(), validator, config.server.clone(), Some(gate));
     app.set_ready(true);
 
     // One line on stdout that scripts can wait for; logs go to stderr.
@@ -73,6 +76,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     table.close().await.context("flushing the table")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Ingest answers 503 while delivery to the lake lags beyond its limits,
+/// instead of letting the table grow without bound.
+struct LagGate(Arc<Delivery>);
+
+impl IngestGate for LagGate {
+    fn admit(&self) -> Result<(), String> {
+        self.0.check_lag()
+    }
 }
 
 async fn shutdown_signal() {

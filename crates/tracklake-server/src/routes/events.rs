@@ -37,6 +37,13 @@ pub async fn post(
             )
         });
     }
+    if let Some(Err(reason)) = app.gate.as_ref().map(|g| g.admit()) {
+        tracing::warn!(%reason, "refusing events");
+        return Err(ApiError {
+            retry_after: Some(5),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", reason)
+        });
+    }
     require_json(&headers)?;
     let body = read_body(body, app.validator.rules().max_request_bytes).await?;
     let ctx = request_context(peer, &headers, &app.config.trusted_proxies);

@@ -85,3 +85,37 @@ fn verify_names_what_is_missing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("missing: user 1 event keep"));
 }
+
+#[tokio::test]
+async fn ingest_answers_503_when_delivery_lags_too_far() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A 15-minute buffer keeps events waiting; more than 10 waiting is too many.
+    let config = "[delivery]\nbuffer_interval_secs = 900\nmax_lag_events = 10\n";
+    let s = Server::start(&data, config);
+    let batch: Vec<_> = (0..11)
+        .map(|i| json!({"user_id": 1, "event_type": "login", "event_id": format!("e{i}")}))
+        .collect();
+    assert_eq!(s.post(&json!(batch)).await.0, 200);
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/events", s.url))
+        .json(&json!({"user_id": 1, "event_type": "login"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("11 events"),
+        "{body}"
+    );
+    // Reads still work, and nothing accepted was lost: a stop publishes it.
+    assert_eq!(s.all_ids("1").await.len(), 11);
+    s.stop();
+    assert_eq!(lake_ids(&data.join("lake")).len(), 11);
+}
