@@ -13,8 +13,10 @@ use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
@@ -25,12 +27,31 @@ use crate::encode::Format;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LakeConfig {
-    /// A directory (or `file://` URL); empty means `<data_dir>/lake`.
+    /// A directory (or `file://` URL), or `s3://bucket/prefix/`; empty
+    /// means `<data_dir>/lake`.
     pub url: String,
     pub format: Format,
     /// gzip NDJSON files (`.json.gz`).
     pub gzip: bool,
     pub layout: Layout,
+    pub s3: S3Config,
+}
+
+/// `[lake.s3]`: where and how to reach S3 or an S3-compatible store.
+/// Credentials come from the standard AWS environment variables
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), or
+/// from the instance / container role.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// e.g. `http://127.0.0.1:9000` for an S3-compatible store; default AWS.
+    pub endpoint: Option<String>,
+    /// Default: `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// Allow plain-HTTP endpoints (local stores and emulators).
+    pub allow_http: bool,
+    /// `bucket.host/key` addressing instead of path style (`host/bucket/key`).
+    pub virtual_hosted_style: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +73,9 @@ pub struct Lake {
 
 impl Lake {
     pub fn open(config: &LakeConfig, data_dir: &FsPath) -> Result<Self, Error> {
+        if let Some(rest) = config.url.strip_prefix("s3://") {
+            return Self::open_s3(config, rest);
+        }
         let dir = match config.url.as_str() {
             "" => data_dir.join("lake"),
             url if url.contains("://") && !url.starts_with("file://") => {
@@ -68,6 +92,43 @@ impl Lake {
             store: Arc::new(store),
             config: config.clone(),
             location: dir.display().to_string(),
+        })
+    }
+
+    /// `bucket/prefix` of an `s3://` URL.
+    fn open_s3(config: &LakeConfig, bucket_and_prefix: &str) -> Result<Self, Error> {
+        let (bucket, prefix) = bucket_and_prefix
+            .split_once('/')
+            .unwrap_or((bucket_and_prefix, ""));
+        if bucket.is_empty() {
+            return Err(Error::UnsupportedLake(config.url.clone()));
+        }
+        let s3 = &config.s3;
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_allow_http(s3.allow_http)
+            .with_virtual_hosted_style_request(s3.virtual_hosted_style);
+        if let Some(endpoint) = &s3.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let region = s3
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok());
+        if let Some(region) = region {
+            builder = builder.with_region(region);
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(builder.build().map_err(Error::Store)?);
+        let prefix = prefix.trim_matches('/');
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            store
+        } else {
+            Arc::new(PrefixStore::new(store, prefix))
+        };
+        Ok(Lake {
+            store,
+            config: config.clone(),
+            location: config.url.clone(),
         })
     }
 

@@ -12,7 +12,7 @@ mod tests;
 
 pub use encode::{Format, SCHEMA, encode, record_batch};
 pub use inspect::{FileContents, read_lake};
-pub use lake::{Lake, LakeConfig, Layout};
+pub use lake::{Lake, LakeConfig, Layout, S3Config};
 pub use pipeline::{CONSUMER, Delivery, DeliveryConfig, Lag, Status};
 
 /// Errors of the delivery stage, named after the failed operation.
@@ -20,7 +20,7 @@ pub use pipeline::{CONSUMER, Delivery, DeliveryConfig, Lag, Status};
 pub enum Error {
     #[error("invalid delivery settings: {0}")]
     Config(String),
-    #[error("lake URL {0:?}: only local directories are supported so far")]
+    #[error("lake URL {0:?}: use a directory, file:///path or s3://bucket/prefix/")]
     UnsupportedLake(String),
     #[error("creating the lake directory {path}: {source}")]
     CreateLake {

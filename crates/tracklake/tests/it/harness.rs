@@ -18,9 +18,14 @@ pub struct Server {
 impl Server {
     /// Starts a server on `data_dir`, with `config` as its TOML config.
     pub fn start(data_dir: &Path, config: &str) -> Server {
+        Self::start_with_env(data_dir, config, &[])
+    }
+
+    pub fn start_with_env(data_dir: &Path, config: &str, env: &[(&str, &str)]) -> Server {
         let config_path = data_dir.with_extension("toml");
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config_path)
             .arg("--data-dir")
@@ -179,3 +184,135 @@ pub fn lake_ids(lake_dir: &Path) -> std::collections::HashMap<String, usize> {
 
 /// Config with a one-second delivery buffer, so files appear quickly.
 pub const FAST_LAKE_CONFIG: &str = "[ingest]\nevent_types = [\"login\", \"material-view\"]\n[delivery]\nbuffer_interval_secs = 1\n";
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The AWS emulator (`moto_server`) on a loopback port.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+pub const AWS_TEST_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_REGION", "us-east-1"),
+];
+
+impl Moto {
+    /// Whether `moto_server` can run here. Without it the S3 tests skip —
+    /// except on CI, where they must run.
+    pub fn available() -> bool {
+        let found = Command::new("moto_server")
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            assert!(
+                std::env::var("CI").is_err(),
+                "moto_server is missing, and CI must run the S3 tests (pip install 'moto[server]')"
+            );
+            eprintln!("skipping: moto_server is not installed (pip install 'moto[server]')");
+        }
+        found
+    }
+
+    pub async fn start(port: u16) -> Moto {
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(&endpoint).await.is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Moto { child, endpoint }
+    }
+
+    pub async fn create_bucket(&self, bucket: &str) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/{bucket}", self.endpoint))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "creating bucket: {}", r.status());
+    }
+
+    /// Keys under `prefix`, read with plain S3 REST calls.
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let xml = reqwest::get(format!(
+            "{}/{bucket}?list-type=2&prefix={prefix}",
+            self.endpoint
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        xml.split("<Key>")
+            .skip(1)
+            .filter_map(|s| s.split("</Key>").next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// An object's bytes, through a signed GET (the emulator refuses
+    /// anonymous reads).
+    pub async fn get(&self, bucket: &str, key: &str) -> bytes::Bytes {
+        use object_store::ObjectStoreExt;
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .build()
+            .unwrap();
+        store
+            .get(&object_store::path::Path::from(key))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Event ids in a Parquet file's bytes.
+pub fn parquet_ids(data: bytes::Bytes) -> Vec<String> {
+    use arrow_array::{Array, StringArray};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut ids = Vec::new();
+    for batch in ParquetRecordBatchReaderBuilder::try_new(data)
+        .unwrap()
+        .build()
+        .unwrap()
+    {
+        let batch = batch.unwrap();
+        let col = batch.column_by_name("event_id").unwrap();
+        let col = col.as_any().downcast_ref::<StringArray>().unwrap();
+        ids.extend((0..col.len()).map(|i| col.value(i).to_owned()));
+    }
+    ids
+}

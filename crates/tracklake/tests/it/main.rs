@@ -8,3 +8,4 @@ mod cli;
 mod crash;
 mod docs;
 mod lake;
+mod s3;
