@@ -168,14 +168,19 @@ pub fn record_batch(events: &[&Event]) -> Result<RecordBatch, Error> {
     RecordBatch::try_new(SCHEMA.clone(), columns).map_err(Error::Arrow)
 }
 
-fn parquet(events: &[&Event]) -> Result<Vec<u8>, Error> {
-    let props = WriterProperties::builder()
+/// How every Parquet file of the lake is written.
+pub(crate) fn parquet_properties() -> Result<WriterProperties, Error> {
+    Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).map_err(Error::Parquet)?,
         ))
         .set_dictionary_enabled(true)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
+        .build())
+}
+
+fn parquet(events: &[&Event]) -> Result<Vec<u8>, Error> {
+    let props = parquet_properties()?;
     let mut writer =
         ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(props)).map_err(Error::Parquet)?;
     for chunk in events.chunks(ARROW_BATCH_ROWS) {

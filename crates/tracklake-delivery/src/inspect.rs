@@ -29,10 +29,11 @@ impl FileContents {
     }
 }
 
-/// Every file of the lake with the ids of its events.
+/// Every live file of the lake ([`Lake::live_files`]) with the ids of its
+/// events.
 pub async fn read_lake(lake: &Lake) -> Result<Vec<FileContents>, Error> {
     let mut out = Vec::new();
-    for meta in lake.files().await? {
+    for meta in lake.live_files().await? {
         let name = meta.location.as_ref().to_owned();
         let data = lake.read(&meta.location).await?;
         let events = if name.ends_with(".parquet") {

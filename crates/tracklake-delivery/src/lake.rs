@@ -165,6 +165,13 @@ impl Lake {
             .map_err(Error::Store)
     }
 
+    /// The files readers should read: every published file except those
+    /// whose change range lies inside another file's range in the same
+    /// partition (the sources of a compaction whose swap is not finished).
+    pub async fn live_files(&self) -> Result<Vec<ObjectMeta>, Error> {
+        Ok(split_covered(self.files().await?).0)
+    }
+
     /// Every published file, sorted by path.
     pub async fn files(&self) -> Result<Vec<ObjectMeta>, Error> {
         use futures_util::TryStreamExt;
@@ -178,6 +185,13 @@ impl Lake {
         Ok(files)
     }
 
+    pub async fn delete(&self, path: &Path) -> Result<(), Error> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::Store(e)),
+        }
+    }
+
     pub async fn read(&self, path: &Path) -> Result<bytes::Bytes, Error> {
         self.store
             .get(path)
@@ -187,4 +201,56 @@ impl Lake {
             .await
             .map_err(Error::Store)
     }
+}
+
+/// A lake file's place: its partition and the change range in its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileName {
+    pub partition: String,
+    pub first: u64,
+    pub last: u64,
+}
+
+impl FileName {
+    /// Parses `events/<partition>/part-<first>-<last>.<ext>`.
+    pub fn parse(path: &Path) -> Option<FileName> {
+        let p = path.as_ref().strip_prefix("events/")?;
+        let (partition, name) = p.rsplit_once('/')?;
+        let range = name.strip_prefix("part-")?.split('.').next()?;
+        let (first, last) = range.split_once('-')?;
+        Some(FileName {
+            partition: partition.to_owned(),
+            first: first.parse().ok()?,
+            last: last.parse().ok()?,
+        })
+    }
+
+    fn covers(&self, other: &FileName) -> bool {
+        self.partition == other.partition
+            && self.first <= other.first
+            && other.last <= self.last
+            && self != other
+    }
+}
+
+/// Splits files into (live, covered): a covered file's range lies inside
+/// another's in the same partition.
+pub fn split_covered(files: Vec<ObjectMeta>) -> (Vec<ObjectMeta>, Vec<ObjectMeta>) {
+    let names: Vec<Option<FileName>> = files.iter().map(|f| FileName::parse(&f.location)).collect();
+    let covered: Vec<bool> = names
+        .iter()
+        .map(|n| {
+            n.as_ref()
+                .is_some_and(|n| names.iter().flatten().any(|other| other.covers(n)))
+        })
+        .collect();
+    let (mut live, mut dead) = (Vec::new(), Vec::new());
+    for (file, covered) in files.into_iter().zip(covered) {
+        if covered {
+            dead.push(file)
+        } else {
+            live.push(file)
+        }
+    }
+    (live, dead)
 }

@@ -2,6 +2,7 @@
 //! as date-partitioned Parquet or NDJSON files that Athena, Trino, Spark and
 //! DuckDB read directly.
 
+mod compact;
 mod encode;
 mod inspect;
 mod lake;
@@ -10,9 +11,10 @@ mod pipeline;
 #[cfg(test)]
 mod tests;
 
+pub use compact::{CompactionConfig, compact_once};
 pub use encode::{Format, SCHEMA, encode, record_batch};
 pub use inspect::{FileContents, read_lake};
-pub use lake::{Lake, LakeConfig, Layout, S3Config};
+pub use lake::{FileName, Lake, LakeConfig, Layout, S3Config, split_covered};
 pub use pipeline::{CONSUMER, Delivery, DeliveryConfig, Lag, Status};
 
 /// Errors of the delivery stage, named after the failed operation.

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use tracklake_event::Event;
 use tracklake_table::Table;
 
+use crate::CompactionConfig;
 use crate::encode::encode;
 use crate::{Error, Lake};
 
@@ -81,6 +82,8 @@ pub struct Status {
     pub files: AtomicU64,
     pub bytes: AtomicU64,
     pub failed_puts: AtomicU64,
+    pub compactions: AtomicU64,
+    pub compacted_files: AtomicU64,
     /// When the oldest event read but not yet published was received, in
     /// milliseconds since the epoch; 0 when nothing waits.
     pub oldest_waiting_ms: AtomicI64,
@@ -97,20 +100,32 @@ pub struct Lag {
 pub struct Delivery {
     stop: watch::Sender<bool>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), Error>>>>,
+    compactor: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     status: Arc<Status>,
     durable: watch::Receiver<u64>,
     config: DeliveryConfig,
 }
 
 impl Delivery {
+    /// Starts delivery, and compaction when `compaction.enabled`.
     pub fn start(
         table: Arc<dyn Table>,
         lake: Arc<Lake>,
         config: DeliveryConfig,
+        compaction: CompactionConfig,
     ) -> Result<Self, Error> {
         config.check()?;
         let (stop, stopping) = watch::channel(false);
         let status = Arc::new(Status::default());
+        let compactor = compaction.enabled.then(|| {
+            tokio::spawn(crate::compact::run(
+                table.clone(),
+                lake.clone(),
+                compaction,
+                status.clone(),
+                stopping.clone(),
+            ))
+        });
         let worker = Worker {
             table,
             lake,
@@ -124,6 +139,7 @@ impl Delivery {
         Ok(Delivery {
             stop,
             task: std::sync::Mutex::new(Some(task)),
+            compactor: std::sync::Mutex::new(compactor),
             status,
             durable,
             config,
@@ -167,6 +183,10 @@ impl Delivery {
     /// return at once.
     pub async fn stop(&self) -> Result<(), Error> {
         let _ = self.stop.send(true);
+        let compactor = self.compactor.lock().ok().and_then(|mut t| t.take());
+        if let Some(compactor) = compactor {
+            let _ = compactor.await;
+        }
         let task = self.task.lock().ok().and_then(|mut t| t.take());
         match task {
             Some(task) => task.await.map_err(|e| Error::Task(e.to_string()))?,

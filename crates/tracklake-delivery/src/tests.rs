@@ -54,6 +54,13 @@ async fn counts(lake: &Lake) -> HashMap<String, usize> {
     counts
 }
 
+fn off() -> crate::CompactionConfig {
+    crate::CompactionConfig {
+        enabled: false,
+        ..Default::default()
+    }
+}
+
 fn config(interval: u64) -> DeliveryConfig {
     DeliveryConfig {
         buffer_interval_secs: interval,
@@ -64,7 +71,7 @@ fn config(interval: u64) -> DeliveryConfig {
 #[tokio::test]
 async fn events_land_once_in_their_own_day() {
     let s = setup(LakeConfig::default());
-    let d = Delivery::start(s.table.clone(), s.lake.clone(), config(0)).unwrap();
+    let d = Delivery::start(s.table.clone(), s.lake.clone(), config(0), off()).unwrap();
     s.table
         .put(vec![event("a", 20), event("b", 27), event("c", 27)])
         .await
@@ -117,7 +124,7 @@ async fn stopping_publishes_what_is_buffered() {
         ..LakeConfig::default()
     });
     // A 15-minute buffer: only the stop can publish these in time.
-    let d = Delivery::start(s.table.clone(), s.lake.clone(), config(900)).unwrap();
+    let d = Delivery::start(s.table.clone(), s.lake.clone(), config(900), off()).unwrap();
     s.table
         .put((0..50).map(|i| event(&format!("e{i}"), 27)).collect())
         .await
@@ -169,7 +176,7 @@ async fn an_interrupted_delivery_is_finished_without_doubles() {
         .await
         .unwrap();
 
-    let d = Delivery::start(s.table.clone(), s.lake.clone(), config(900)).unwrap();
+    let d = Delivery::start(s.table.clone(), s.lake.clone(), config(900), off()).unwrap();
     d.stop().await.unwrap();
     let counts = counts(&s.lake).await;
     assert_eq!(counts.len(), 40);
@@ -183,7 +190,7 @@ async fn firehose_layout_uses_hour_prefixes() {
         layout: Layout::Firehose,
         ..LakeConfig::default()
     });
-    let d = Delivery::start(s.table.clone(), s.lake.clone(), config(900)).unwrap();
+    let d = Delivery::start(s.table.clone(), s.lake.clone(), config(900), off()).unwrap();
     s.table.put(vec![event("a", 27)]).await.unwrap();
     d.stop().await.unwrap();
     let files = read_lake(&s.lake).await.unwrap();

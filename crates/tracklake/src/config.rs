@@ -8,7 +8,7 @@ use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use tracklake_delivery::{DeliveryConfig, LakeConfig};
+use tracklake_delivery::{CompactionConfig, DeliveryConfig, LakeConfig};
 use tracklake_event::Rules;
 use tracklake_server::ServerConfig;
 use tracklake_table::TableConfig;
@@ -23,6 +23,7 @@ pub struct Config {
     pub table: TableConfig,
     pub delivery: DeliveryConfig,
     pub lake: LakeConfig,
+    pub compaction: CompactionConfig,
     pub log: LogConfig,
 }
 
@@ -35,6 +36,7 @@ impl Default for Config {
             table: TableConfig::default(),
             delivery: DeliveryConfig::default(),
             lake: LakeConfig::default(),
+            compaction: CompactionConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -31,8 +31,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let lake = Lake::open(&config.lake, &config.data_dir).context("opening the lake")?;
     let lake_location = lake.location.clone();
     let delivery = Arc::new(
-        Delivery::start(table.clone(), Arc::new(lake), config.delivery.clone())
-            .context("starting delivery to the lake")?,
+        Delivery::start(
+            table.clone(),
+            Arc::new(lake),
+            config.delivery.clone(),
+            config.compaction.clone(),
+        )
+        .context("starting delivery to the lake")?,
     );
     let validator =
         Validator::new(config.ingest.clone()).context("building the event validator")?;

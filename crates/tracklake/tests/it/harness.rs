@@ -182,8 +182,10 @@ pub fn lake_ids(lake_dir: &Path) -> std::collections::HashMap<String, usize> {
     counts
 }
 
-/// Config with a one-second delivery buffer, so files appear quickly.
-pub const FAST_LAKE_CONFIG: &str = "[ingest]\nevent_types = [\"login\", \"material-view\"]\n[delivery]\nbuffer_interval_secs = 1\n";
+/// Config with a one-second delivery buffer and compaction every second,
+/// so files appear and merge while a test watches.
+pub const FAST_LAKE_CONFIG: &str = "[ingest]\nevent_types = [\"login\", \"material-view\"]\n\
+     [delivery]\nbuffer_interval_secs = 1\n[compaction]\ninterval_secs = 1\n";
 
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {

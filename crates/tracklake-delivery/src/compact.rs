@@ -1,0 +1,268 @@
+//! Compaction: runs of small files in a partition are merged into one file
+//! near `target_size_mib`, deduplicated by `(user_id, event_id)`.
+//!
+//! The merged file is named after the union of its sources' change ranges,
+//! so it covers them; it is published first and the sources deleted after.
+//! Readers that follow the covering rule ([`crate::Lake::live_files`]) never
+//! see an event twice or miss one, even mid-swap; a swap cut short by a
+//! crash is finished at the next start. Only runs of *adjacent* small files
+//! are merged, so a merged range never covers a file that was not merged,
+//! and large files (late events' old days included) are never rewritten.
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::BuildHasher;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use arrow_array::{Array, BooleanArray, StringArray};
+use object_store::ObjectMeta;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracklake_table::Table;
+
+use crate::encode::parquet_properties;
+use crate::lake::{FileName, split_covered};
+use crate::{CONSUMER, Error, Lake, Status};
+
+/// The `[compaction]` section of the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompactionConfig {
+    pub enabled: bool,
+    /// Merged files aim at this size, in MiB; files of half of it or more
+    /// count as large and are left alone.
+    pub target_size_mib: u64,
+    /// How often partitions are looked at, in seconds.
+    pub interval_secs: u64,
+    /// Fewest adjacent small files worth merging.
+    pub min_files: usize,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            enabled: true,
+            target_size_mib: 128,
+            interval_secs: 300,
+            min_files: 2,
+        }
+    }
+}
+
+/// Runs compaction until `stop` turns true.
+pub async fn run(
+    table: Arc<dyn Table>,
+    lake: Arc<Lake>,
+    config: CompactionConfig,
+    status: Arc<Status>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if let Err(error) = compact_once(&*table, &lake, &config, &status).await {
+            tracing::warn!(%error, "compaction failed; retrying at the next interval");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(config.interval_secs.max(1))) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One pass: finish interrupted swaps, then merge runs of small files.
+pub async fn compact_once(
+    table: &dyn Table,
+    lake: &Lake,
+    config: &CompactionConfig,
+    status: &Status,
+) -> Result<(), Error> {
+    let (live, covered) = split_covered(lake.files().await?);
+    for file in covered {
+        lake.delete(&file.location).await?;
+    }
+    let committed = table.checkpoint(CONSUMER).await?.unwrap_or(0);
+    let target = config.target_size_mib.max(1) * 1024 * 1024;
+    let mut partitions: BTreeMap<String, Vec<(FileName, ObjectMeta)>> = BTreeMap::new();
+    for file in live {
+        if let Some(name) = FileName::parse(&file.location).filter(|n| n.last <= committed) {
+            partitions
+                .entry(name.partition.clone())
+                .or_default()
+                .push((name, file));
+        }
+    }
+    for (partition, mut files) in partitions {
+        files.sort_by_key(|(n, _)| n.first);
+        for run in small_runs(&files, target, config.min_files.max(2)) {
+            merge(lake, &partition, run, status).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs of adjacent files under half the target, each run under the target.
+fn small_runs(
+    files: &[(FileName, ObjectMeta)],
+    target: u64,
+    min_files: usize,
+) -> Vec<&[(FileName, ObjectMeta)]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut size = 0;
+    for (i, (_, meta)) in files.iter().enumerate() {
+        let small = meta.size < target / 2;
+        if !small || size + meta.size > target {
+            if i - start >= min_files {
+                runs.push(&files[start..i]);
+            }
+            start = if small { i } else { i + 1 };
+            size = if small { meta.size } else { 0 };
+        } else {
+            size += meta.size;
+        }
+    }
+    if files.len() - start >= min_files {
+        runs.push(&files[start..]);
+    }
+    runs
+}
+
+async fn merge(
+    lake: &Lake,
+    partition: &str,
+    run: &[(FileName, ObjectMeta)],
+    status: &Status,
+) -> Result<(), Error> {
+    let first = run.iter().map(|(n, _)| n.first).min().unwrap_or(0);
+    let last = run.iter().map(|(n, _)| n.last).max().unwrap_or(0);
+    let mut sources = Vec::with_capacity(run.len());
+    for (_, meta) in run {
+        sources.push(lake.read(&meta.location).await?);
+    }
+    let is_parquet = run[0].1.location.as_ref().ends_with(".parquet");
+    let gzip = run[0].1.location.as_ref().ends_with(".gz");
+    let (body, rows) = tokio::task::spawn_blocking(move || {
+        if is_parquet {
+            merge_parquet(sources)
+        } else {
+            merge_ndjson(sources, gzip)
+        }
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))??;
+    let target = lake.file_path(partition, first, last);
+    let bytes = body.len();
+    lake.publish(&target, body.into()).await?;
+    for (_, meta) in run {
+        lake.delete(&meta.location).await?;
+    }
+    status.compactions.fetch_add(1, Ordering::Relaxed);
+    status
+        .compacted_files
+        .fetch_add(run.len() as u64, Ordering::Relaxed);
+    tracing::info!(
+        partition,
+        files = run.len(),
+        rows,
+        bytes,
+        first_seq = first,
+        last_seq = last,
+        "compacted"
+    );
+    Ok(())
+}
+
+/// A 128-bit fingerprint of `(user_id, event_id)` for deduplication.
+fn fingerprint(user: &str, id: &str) -> u128 {
+    let h = |salt: u8| {
+        std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default()
+            .hash_one((salt, user, id))
+    };
+    (u128::from(h(1)) << 64) | u128::from(h(2))
+}
+
+fn merge_parquet(sources: Vec<bytes::Bytes>) -> Result<(Vec<u8>, usize), Error> {
+    let mut seen = HashSet::new();
+    let mut writer: Option<ArrowWriter<Vec<u8>>> = None;
+    let mut rows = 0;
+    for source in sources {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(source)
+            .map_err(Error::Parquet)?
+            .with_batch_size(64 * 1024)
+            .build()
+            .map_err(Error::Parquet)?;
+        for batch in reader {
+            let batch = batch.map_err(Error::Arrow)?;
+            let text = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+                    .ok_or_else(|| Error::Config(format!("a lake file lacks the column {name}")))
+            };
+            let (users, ids) = (text("user_id")?, text("event_id")?);
+            let keep: BooleanArray = (0..batch.num_rows())
+                .map(|i| Some(seen.insert(fingerprint(users.value(i), ids.value(i)))))
+                .collect();
+            let kept =
+                arrow_select::filter::filter_record_batch(&batch, &keep).map_err(Error::Arrow)?;
+            rows += kept.num_rows();
+            if writer.is_none() {
+                writer = Some(
+                    ArrowWriter::try_new(Vec::new(), kept.schema(), Some(parquet_properties()?))
+                        .map_err(Error::Parquet)?,
+                );
+            }
+            if let Some(w) = writer.as_mut() {
+                w.write(&kept).map_err(Error::Parquet)?;
+            }
+        }
+    }
+    let body = match writer {
+        Some(w) => w.into_inner().map_err(Error::Parquet)?,
+        None => crate::encode(&[], crate::Format::Parquet, false)?,
+    };
+    Ok((body, rows))
+}
+
+fn merge_ndjson(sources: Vec<bytes::Bytes>, gzip: bool) -> Result<(Vec<u8>, usize), Error> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut rows = 0;
+    for source in sources {
+        let mut text = String::new();
+        if gzip {
+            flate2::read::GzDecoder::new(&source[..])
+                .read_to_string(&mut text)
+                .map_err(Error::Gzip)?;
+        } else {
+            text = String::from_utf8_lossy(&source).into_owned();
+        }
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).map_err(Error::EncodeJson)?;
+            let user = match &v["user_id"] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if seen.insert(fingerprint(
+                &user,
+                v["event_id"].as_str().unwrap_or_default(),
+            )) {
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
+                rows += 1;
+            }
+        }
+    }
+    if !gzip {
+        return Ok((out, rows));
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&out).map_err(Error::Gzip)?;
+    Ok((gz.finish().map_err(Error::Gzip)?, rows))
+}
+
+#[cfg(test)]
+mod tests;
