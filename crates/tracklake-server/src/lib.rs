@@ -39,10 +39,13 @@ impl Default for ServerConfig {
     }
 }
 
-/// Decides whether ingest may take more events: `Err(reason)` answers 503
-/// with `Retry-After` (for example when delivery to the lake lags too far).
-pub trait IngestGate: Send + Sync {
+/// The stages behind the table, as the API sees them.
+pub trait Pipeline: Send + Sync {
+    /// Whether ingest may take more events: `Err(reason)` answers 503 with
+    /// `Retry-After` (for example when delivery to the lake lags too far).
     fn admit(&self) -> Result<(), String>;
+    /// Counters and gauges of the stages, for `GET /v1/status`.
+    fn status(&self) -> serde_json::Value;
 }
 
 /// What every handler shares.
@@ -50,7 +53,7 @@ pub struct App {
     pub table: Arc<dyn Table>,
     pub validator: Validator,
     pub config: ServerConfig,
-    pub gate: Option<Arc<dyn IngestGate>>,
+    pub pipeline: Option<Arc<dyn Pipeline>>,
     ready: AtomicBool,
 }
 
@@ -59,13 +62,13 @@ impl App {
         table: Arc<dyn Table>,
         validator: Validator,
         config: ServerConfig,
-        gate: Option<Arc<dyn IngestGate>>,
+        pipeline: Option<Arc<dyn Pipeline>>,
     ) -> Arc<Self> {
         Arc::new(App {
             table,
             validator,
             config,
-            gate,
+            pipeline,
             ready: AtomicBool::new(false),
         })
     }
@@ -85,6 +88,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/events", post(routes::events::post))
         .route("/v1/users/{user_id}/events", get(routes::users::events))
+        .route("/v1/status", get(routes::health::status))
         .route("/healthz", get(routes::health::live))
         .route("/readyz", get(routes::health::ready))
         .fallback(routes::health::not_found)

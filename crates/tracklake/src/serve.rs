@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracklake_delivery::{Delivery, Lake};
 use tracklake_event::Validator;
-use tracklake_server::{App, IngestGate};
+use tracklake_server::{App, Pipeline};
 use tracklake_table::{EmbeddedTable, Table};
 
 use crate::config::Config;
@@ -45,8 +45,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
-    let gate = Arc::new(LagGate(delivery.clone()));
-    let app = App::new(table.clone(), validator, config.server.clone(), Some(gate));
+    let pipeline = Arc::new(DeliveryView(delivery.clone()));
+    let app = App::new(
+        table.clone(),
+        validator,
+        config.server.clone(),
+        Some(pipeline),
+    );
     app.set_ready(true);
 
     // One line on stdout that scripts can wait for; logs go to stderr.
@@ -83,13 +88,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ingest answers 503 while delivery to the lake lags beyond its limits,
-/// instead of letting the table grow without bound.
-struct LagGate(Arc<Delivery>);
+/// What the API sees of delivery: ingest answers 503 while it lags beyond
+/// its limits, instead of letting the table grow without bound.
+struct DeliveryView(Arc<Delivery>);
 
-impl IngestGate for LagGate {
+impl Pipeline for DeliveryView {
     fn admit(&self) -> Result<(), String> {
         self.0.check_lag()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        self.0.status_json()
     }
 }
 

@@ -37,7 +37,7 @@ pub async fn post(
             )
         });
     }
-    if let Some(Err(reason)) = app.gate.as_ref().map(|g| g.admit()) {
+    if let Some(Err(reason)) = app.pipeline.as_ref().map(|p| p.admit()) {
         tracing::warn!(%reason, "refusing events");
         return Err(ApiError {
             retry_after: Some(5),

@@ -44,3 +44,13 @@ pub async fn method_not_allowed(uri: Uri) -> ApiError {
         format!("{} does not take this method", uri.path()),
     )
 }
+
+/// Counters and gauges of every stage.
+pub async fn status(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let pipeline = app.pipeline.as_ref().map(|p| p.status());
+    Json(json!({
+        "ready": app.is_ready(),
+        "table": {"healthy": app.table.is_healthy(), "last_seq": *app.table.watch_changes().borrow()},
+        "delivery": pipeline,
+    }))
+}
