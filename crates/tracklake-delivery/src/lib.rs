@@ -15,7 +15,7 @@ pub use compact::{CompactionConfig, compact_once};
 pub use encode::{Format, SCHEMA, encode, record_batch};
 pub use inspect::{FileContents, read_lake};
 pub use lake::{FileName, Lake, LakeConfig, Layout, S3Config, split_covered};
-pub use pipeline::{CONSUMER, Delivery, DeliveryConfig, Lag, Status};
+pub use pipeline::{CONSUMER, Delivery, DeliveryConfig, Lag, Status, StreamConfig};
 
 /// Errors of the delivery stage, named after the failed operation.
 #[derive(Debug, thiserror::Error)]

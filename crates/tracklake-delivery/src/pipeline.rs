@@ -29,12 +29,24 @@ use crate::{Error, Lake};
 pub const CONSUMER: &str = "lake";
 const INTENT: &str = "lake.intent";
 
+/// The `[stream]` section of the config file: how the change stream is read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Changes read per batch (the article's stream trigger batch, 100).
+    pub batch_size: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig { batch_size: 100 }
+    }
+}
+
 /// The `[delivery]` section of the config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliveryConfig {
-    /// Changes read per batch (the article's stream trigger batch, 100).
-    pub batch_size: usize,
     /// Publish when this much is buffered, in MiB (1–128, like Firehose).
     pub buffer_size_mib: u64,
     /// …or when the oldest buffered event waited this long, in seconds (0–900).
@@ -48,7 +60,6 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
-            batch_size: 100,
             buffer_size_mib: 64,
             buffer_interval_secs: 10,
             max_lag_events: 5_000_000,
@@ -60,9 +71,6 @@ impl Default for DeliveryConfig {
 impl DeliveryConfig {
     pub(crate) fn check(&self) -> Result<(), Error> {
         let bad = |what: &str| Err(Error::Config(what.to_owned()));
-        if !(1..=10_000).contains(&self.batch_size) {
-            return bad("delivery.batch_size must be from 1 to 10000");
-        }
         if !(1..=128).contains(&self.buffer_size_mib) {
             return bad("delivery.buffer_size_mib must be from 1 to 128");
         }
@@ -111,10 +119,16 @@ impl Delivery {
     pub fn start(
         table: Arc<dyn Table>,
         lake: Arc<Lake>,
+        stream: StreamConfig,
         config: DeliveryConfig,
         compaction: CompactionConfig,
     ) -> Result<Self, Error> {
         config.check()?;
+        if !(1..=10_000).contains(&stream.batch_size) {
+            return Err(Error::Config(
+                "stream.batch_size must be from 1 to 10000".into(),
+            ));
+        }
         let (stop, stopping) = watch::channel(false);
         let status = Arc::new(Status::default());
         let compactor = compaction.enabled.then(|| {
@@ -129,6 +143,7 @@ impl Delivery {
         let worker = Worker {
             table,
             lake,
+            batch_size: stream.batch_size,
             config,
             stopping,
             status: status.clone(),
@@ -216,6 +231,7 @@ impl Delivery {
 struct Worker {
     table: Arc<dyn Table>,
     lake: Arc<Lake>,
+    batch_size: usize,
     config: DeliveryConfig,
     stopping: watch::Receiver<bool>,
     status: Arc<Status>,
@@ -236,7 +252,7 @@ impl Worker {
                 "finishing an interrupted delivery"
             );
             let events = self.read_through(committed, intent).await?;
-            self.publish(committed, intent, events).await?;
+            self.publish(committed, intent, &events).await?;
             committed = intent;
         }
         self.status
@@ -247,14 +263,12 @@ impl Worker {
         let interval = Duration::from_secs(self.config.buffer_interval_secs);
         let (mut buffer, mut buffered_bytes, mut since) = (Vec::new(), 0u64, None::<Instant>);
         let mut read = committed;
+        let mut backoff = Duration::from_millis(100);
         loop {
             // Seen before reading: once stopping, a read that comes back
             // empty has seen every event acknowledged before the stop.
             let stopping = *self.stopping.borrow();
-            let batch = self
-                .table
-                .read_changes(read, self.config.batch_size)
-                .await?;
+            let batch = self.table.read_changes(read, self.batch_size).await?;
             let drained = batch.is_empty();
             if let Some(last) = batch.last() {
                 read = last.seq;
@@ -274,9 +288,21 @@ impl Worker {
             let due = since.map(|s| s + interval);
             let overdue = due.is_some_and(|d| Instant::now() >= d);
             if read > committed && (full || overdue || (stopping && drained)) {
-                self.publish(committed, read, std::mem::take(&mut buffer))
-                    .await?;
-                (committed, buffered_bytes, since) = (read, 0, None);
+                match self.publish(committed, read, &buffer).await {
+                    Ok(()) => {
+                        buffer.clear();
+                        (committed, buffered_bytes, since) = (read, 0, None);
+                        backoff = Duration::from_millis(100);
+                    }
+                    Err(error) if stopping => return Err(error),
+                    Err(error) => {
+                        // The intent is saved: the same range is retried,
+                        // nothing is skipped.
+                        tracing::error!(%error, "delivery to the lake failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
                 continue;
             }
             if !drained {
@@ -299,10 +325,7 @@ impl Worker {
         let mut events = Vec::new();
         let mut read = after;
         while read < through {
-            let batch = self
-                .table
-                .read_changes(read, self.config.batch_size)
-                .await?;
+            let batch = self.table.read_changes(read, self.batch_size).await?;
             let Some(last) = batch.last() else { break };
             read = last.seq;
             events.extend(
@@ -317,10 +340,10 @@ impl Worker {
 
     /// Publishes changes `(from, to]` (whose events are `events`) and
     /// commits the checkpoint `to`.
-    async fn publish(&self, from: u64, to: u64, events: Vec<Event>) -> Result<(), Error> {
+    async fn publish(&self, from: u64, to: u64, events: &[Event]) -> Result<(), Error> {
         self.table.save_checkpoint(INTENT, to).await?;
         let mut partitions: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
-        for event in &events {
+        for event in events {
             partitions
                 .entry(self.lake.partition(event.event_at))
                 .or_default()

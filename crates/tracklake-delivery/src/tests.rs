@@ -71,7 +71,14 @@ fn config(interval: u64) -> DeliveryConfig {
 #[tokio::test]
 async fn events_land_once_in_their_own_day() {
     let s = setup(LakeConfig::default());
-    let d = Delivery::start(s.table.clone(), s.lake.clone(), config(0), off()).unwrap();
+    let d = Delivery::start(
+        s.table.clone(),
+        s.lake.clone(),
+        Default::default(),
+        config(0),
+        off(),
+    )
+    .unwrap();
     s.table
         .put(vec![event("a", 20), event("b", 27), event("c", 27)])
         .await
@@ -124,7 +131,14 @@ async fn stopping_publishes_what_is_buffered() {
         ..LakeConfig::default()
     });
     // A 15-minute buffer: only the stop can publish these in time.
-    let d = Delivery::start(s.table.clone(), s.lake.clone(), config(900), off()).unwrap();
+    let d = Delivery::start(
+        s.table.clone(),
+        s.lake.clone(),
+        Default::default(),
+        config(900),
+        off(),
+    )
+    .unwrap();
     s.table
         .put((0..50).map(|i| event(&format!("e{i}"), 27)).collect())
         .await
@@ -176,7 +190,14 @@ async fn an_interrupted_delivery_is_finished_without_doubles() {
         .await
         .unwrap();
 
-    let d = Delivery::start(s.table.clone(), s.lake.clone(), config(900), off()).unwrap();
+    let d = Delivery::start(
+        s.table.clone(),
+        s.lake.clone(),
+        Default::default(),
+        config(900),
+        off(),
+    )
+    .unwrap();
     d.stop().await.unwrap();
     let counts = counts(&s.lake).await;
     assert_eq!(counts.len(), 40);
@@ -190,7 +211,14 @@ async fn firehose_layout_uses_hour_prefixes() {
         layout: Layout::Firehose,
         ..LakeConfig::default()
     });
-    let d = Delivery::start(s.table.clone(), s.lake.clone(), config(900), off()).unwrap();
+    let d = Delivery::start(
+        s.table.clone(),
+        s.lake.clone(),
+        Default::default(),
+        config(900),
+        off(),
+    )
+    .unwrap();
     s.table.put(vec![event("a", 27)]).await.unwrap();
     d.stop().await.unwrap();
     let files = read_lake(&s.lake).await.unwrap();
@@ -220,11 +248,15 @@ fn settings_out_of_range_are_refused() {
             buffer_interval_secs: 901,
             ..DeliveryConfig::default()
         },
-        DeliveryConfig {
-            batch_size: 0,
-            ..DeliveryConfig::default()
-        },
     ] {
         assert!(bad.check().is_err(), "{bad:?}");
     }
+}
+
+#[tokio::test]
+async fn a_zero_stream_batch_is_refused() {
+    let s = setup(LakeConfig::default());
+    let stream = crate::StreamConfig { batch_size: 0 };
+    let started = Delivery::start(s.table.clone(), s.lake.clone(), stream, config(1), off());
+    assert!(matches!(started, Err(crate::Error::Config(m)) if m.contains("stream.batch_size")));
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use tracklake_delivery::{CompactionConfig, DeliveryConfig, LakeConfig};
+use tracklake_delivery::{CompactionConfig, DeliveryConfig, LakeConfig, StreamConfig};
 use tracklake_event::Rules;
 use tracklake_server::ServerConfig;
 use tracklake_table::TableConfig;
@@ -21,6 +21,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub ingest: Rules,
     pub table: TableConfig,
+    pub stream: StreamConfig,
     pub delivery: DeliveryConfig,
     pub lake: LakeConfig,
     pub compaction: CompactionConfig,
@@ -34,6 +35,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             ingest: Rules::default(),
             table: TableConfig::default(),
+            stream: StreamConfig::default(),
             delivery: DeliveryConfig::default(),
             lake: LakeConfig::default(),
             compaction: CompactionConfig::default(),

@@ -34,6 +34,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Delivery::start(
             table.clone(),
             Arc::new(lake),
+            config.stream.clone(),
             config.delivery.clone(),
             config.compaction.clone(),
         )

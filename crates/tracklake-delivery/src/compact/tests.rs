@@ -59,6 +59,7 @@ async fn small_files(
         let delivery = Delivery::start(
             table.clone(),
             lake.clone(),
+            Default::default(),
             DeliveryConfig::default(),
             off.clone(),
         )
