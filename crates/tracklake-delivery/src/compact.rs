@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use arrow_array::{Array, BooleanArray, StringArray};
+use arrow_array::BooleanArray;
 use object_store::ObjectMeta;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tracklake_table::Table;
 
 use crate::encode::parquet_properties;
+use crate::inspect::{json_ids_of, text_column};
 use crate::lake::{FileName, split_covered};
 use crate::{CONSUMER, Error, Lake, Status};
 
@@ -196,13 +197,10 @@ fn merge_parquet(sources: Vec<bytes::Bytes>) -> Result<(Vec<u8>, usize), Error> 
             .map_err(Error::Parquet)?;
         for batch in reader {
             let batch = batch.map_err(Error::Arrow)?;
-            let text = |name: &str| {
-                batch
-                    .column_by_name(name)
-                    .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
-                    .ok_or_else(|| Error::Config(format!("a lake file lacks the column {name}")))
-            };
-            let (users, ids) = (text("user_id")?, text("event_id")?);
+            let (users, ids) = (
+                text_column(&batch, "user_id")?,
+                text_column(&batch, "event_id")?,
+            );
             let keep: BooleanArray = (0..batch.num_rows())
                 .map(|i| Some(seen.insert(fingerprint(users.value(i), ids.value(i)))))
                 .collect();
@@ -242,14 +240,8 @@ fn merge_ndjson(sources: Vec<bytes::Bytes>, gzip: bool) -> Result<(Vec<u8>, usiz
         }
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let v: serde_json::Value = serde_json::from_str(line).map_err(Error::EncodeJson)?;
-            let user = match &v["user_id"] {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            if seen.insert(fingerprint(
-                &user,
-                v["event_id"].as_str().unwrap_or_default(),
-            )) {
+            let (user, id) = json_ids_of(&v);
+            if seen.insert(fingerprint(&user, &id)) {
                 out.extend_from_slice(line.as_bytes());
                 out.push(b'\n');
                 rows += 1;

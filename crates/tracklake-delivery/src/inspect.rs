@@ -68,13 +68,10 @@ fn parquet_ids(data: bytes::Bytes) -> Result<Vec<(String, String)>, Error> {
     let mut ids = Vec::new();
     for batch in reader {
         let batch = batch.map_err(Error::Arrow)?;
-        let column = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
-                .ok_or_else(|| Error::Config(format!("a lake file lacks the string column {name}")))
-        };
-        let (event_ids, users) = (column("event_id")?, column("user_id")?);
+        let (event_ids, users) = (
+            text_column(&batch, "event_id")?,
+            text_column(&batch, "user_id")?,
+        );
         for i in 0..batch.num_rows() {
             if !event_ids.is_null(i) {
                 ids.push((users.value(i).to_owned(), event_ids.value(i).to_owned()));
@@ -89,11 +86,27 @@ fn json_ids(text: &str) -> Result<Vec<(String, String)>, Error> {
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(line).map_err(Error::EncodeJson)?;
-            let user = match &v["user_id"] {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            Ok((user, v["event_id"].as_str().unwrap_or_default().to_owned()))
+            Ok(json_ids_of(&v))
         })
         .collect()
+}
+
+/// A string column of a lake file's batch.
+pub(crate) fn text_column(
+    batch: &arrow_array::RecordBatch,
+    name: &str,
+) -> Result<StringArray, Error> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+        .ok_or_else(|| Error::Config(format!("a lake file lacks the string column {name}")))
+}
+
+/// `(user_id, event_id)` of an NDJSON event, the user id in its text form.
+pub(crate) fn json_ids_of(v: &serde_json::Value) -> (String, String) {
+    let user = match &v["user_id"] {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    (user, v["event_id"].as_str().unwrap_or_default().to_owned())
 }

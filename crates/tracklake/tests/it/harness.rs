@@ -150,8 +150,6 @@ pub const ARTICLE_CONFIG: &str = "[ingest]\nevent_types = [\"login\", \"material
 /// How often each event id occurs in the Parquet files under `lake_dir`,
 /// read with the `parquet` crate directly (not tracklake's reader).
 pub fn lake_ids(lake_dir: &Path) -> std::collections::HashMap<String, usize> {
-    use arrow_array::{Array, StringArray};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let mut counts = std::collections::HashMap::new();
     let mut stack = vec![lake_dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -163,18 +161,9 @@ pub fn lake_ids(lake_dir: &Path) -> std::collections::HashMap<String, usize> {
             if path.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "parquet") {
-                let file = std::fs::File::open(&path).unwrap();
-                for batch in ParquetRecordBatchReaderBuilder::try_new(file)
-                    .unwrap()
-                    .build()
-                    .unwrap()
-                {
-                    let batch = batch.unwrap();
-                    let ids = batch.column_by_name("event_id").unwrap();
-                    let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
-                    for i in 0..ids.len() {
-                        *counts.entry(ids.value(i).to_owned()).or_default() += 1;
-                    }
+                let data = bytes::Bytes::from(std::fs::read(&path).unwrap());
+                for id in parquet_ids(data) {
+                    *counts.entry(id).or_default() += 1;
                 }
             }
         }
