@@ -39,14 +39,16 @@ pub struct LakeConfig {
 
 /// `[lake.s3]`: where and how to reach S3 or an S3-compatible store.
 /// Credentials come from the standard AWS environment variables
-/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), or
-/// from the instance / container role.
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), else
+/// from the shared files (`~/.aws/credentials` and `~/.aws/config`, profile
+/// `AWS_PROFILE`), else from the instance / container role.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3Config {
     /// e.g. `http://127.0.0.1:9000` for an S3-compatible store; default AWS.
     pub endpoint: Option<String>,
-    /// Default: `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
+    /// Default: `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's region,
+    /// else `us-east-1`.
     pub region: Option<String>,
     /// Allow plain-HTTP endpoints (local stores and emulators).
     pub allow_http: bool,
@@ -111,10 +113,24 @@ impl Lake {
         if let Some(endpoint) = &s3.endpoint {
             builder = builder.with_endpoint(endpoint);
         }
+        // The environment wins; the shared AWS files fill in what it lacks.
+        let profile = crate::aws_profile::load();
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
+            && let (Some(id), Some(secret)) = (profile.access_key_id, profile.secret_access_key)
+        {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
+            if let Some(token) = profile.session_token {
+                builder = builder.with_token(token);
+            }
+        }
         let region = s3
             .region
             .clone()
-            .or_else(|| std::env::var("AWS_REGION").ok());
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .or(profile.region);
         if let Some(region) = region {
             builder = builder.with_region(region);
         }

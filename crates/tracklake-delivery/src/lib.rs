@@ -2,6 +2,7 @@
 //! as date-partitioned Parquet or NDJSON files that Athena, Trino, Spark and
 //! DuckDB read directly.
 
+mod aws_profile;
 mod compact;
 mod encode;
 mod inspect;
