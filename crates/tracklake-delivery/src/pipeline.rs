@@ -252,7 +252,7 @@ impl Worker {
                 "finishing an interrupted delivery"
             );
             let events = self.read_through(committed, intent).await?;
-            self.publish(committed, intent, &events).await?;
+            self.publish(committed, intent, Arc::new(events)).await?;
             committed = intent;
         }
         self.status
@@ -288,9 +288,9 @@ impl Worker {
             let due = since.map(|s| s + interval);
             let overdue = due.is_some_and(|d| Instant::now() >= d);
             if read > committed && (full || overdue || (stopping && drained)) {
-                match self.publish(committed, read, &buffer).await {
+                let events = Arc::new(std::mem::take(&mut buffer));
+                match self.publish(committed, read, events.clone()).await {
                     Ok(()) => {
-                        buffer.clear();
                         (committed, buffered_bytes, since) = (read, 0, None);
                         backoff = Duration::from_millis(100);
                     }
@@ -298,6 +298,7 @@ impl Worker {
                     Err(error) => {
                         // The intent is saved: the same range is retried,
                         // nothing is skipped.
+                        buffer = Arc::try_unwrap(events).unwrap_or_else(|shared| (*shared).clone());
                         tracing::error!(%error, "delivery to the lake failed; retrying");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -340,21 +341,17 @@ impl Worker {
 
     /// Publishes changes `(from, to]` (whose events are `events`) and
     /// commits the checkpoint `to`.
-    async fn publish(&self, from: u64, to: u64, events: &[Event]) -> Result<(), Error> {
+    async fn publish(&self, from: u64, to: u64, events: Arc<Vec<Event>>) -> Result<(), Error> {
         self.table.save_checkpoint(INTENT, to).await?;
-        let mut partitions: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
-        for event in events {
-            partitions
-                .entry(self.lake.partition(event.event_at))
-                .or_default()
-                .push(event);
-        }
-        let (mut failed, mut bytes, files) = (0u64, 0u64, partitions.len());
-        for (partition, group) in partitions {
-            let path = self.lake.file_path(&partition, from + 1, to);
-            let body = encode(&group, self.lake.format(), self.lake.gzip())?;
+        // Encoding is CPU work: off the async workers.
+        let (lake, all) = (self.lake.clone(), events.clone());
+        let encoded = tokio::task::spawn_blocking(move || encode_partitions(&lake, &all, from, to))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
+        let (mut failed, mut bytes, files) = (0u64, 0u64, encoded.len());
+        for (path, body) in encoded {
             bytes += body.len() as u64;
-            failed += self.put_with_retry(&path, body.into()).await?;
+            failed += self.put_with_retry(&path, body).await?;
         }
         self.table.save_checkpoint(CONSUMER, to).await?;
         self.table.trim_changes(to).await?;
@@ -411,6 +408,29 @@ impl Worker {
             }
         }
     }
+}
+
+/// One file per partition touched by `(from, to]`, named after that range.
+fn encode_partitions(
+    lake: &Lake,
+    events: &[Event],
+    from: u64,
+    to: u64,
+) -> Result<Vec<(object_store::path::Path, bytes::Bytes)>, Error> {
+    let mut partitions: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
+    for event in events {
+        partitions
+            .entry(lake.partition(event.event_at))
+            .or_default()
+            .push(event);
+    }
+    partitions
+        .into_iter()
+        .map(|(partition, group)| {
+            let body = encode(&group, lake.format(), lake.gzip())?;
+            Ok((lake.file_path(&partition, from + 1, to), body.into()))
+        })
+        .collect()
 }
 
 /// Roughly the memory an event takes in the buffer: its text twice (the
