@@ -263,7 +263,6 @@ impl Worker {
         let interval = Duration::from_secs(self.config.buffer_interval_secs);
         let (mut buffer, mut buffered_bytes, mut since) = (Vec::new(), 0u64, None::<Instant>);
         let mut read = committed;
-        let mut backoff = Duration::from_millis(100);
         loop {
             // Seen before reading: once stopping, a read that comes back
             // empty has seen every event acknowledged before the stop.
@@ -289,21 +288,18 @@ impl Worker {
             let overdue = due.is_some_and(|d| Instant::now() >= d);
             if read > committed && (full || overdue || (stopping && drained)) {
                 let events = Arc::new(std::mem::take(&mut buffer));
-                match self.publish(committed, read, events.clone()).await {
-                    Ok(()) => {
-                        (committed, buffered_bytes, since) = (read, 0, None);
-                        backoff = Duration::from_millis(100);
+                let mut backoff = Duration::from_millis(100);
+                // The intent is saved: retry exactly this range until it is
+                // published (or the process stops and the next start does).
+                while let Err(error) = self.publish(committed, read, events.clone()).await {
+                    if *self.stopping.borrow() {
+                        return Err(error);
                     }
-                    Err(error) if stopping => return Err(error),
-                    Err(error) => {
-                        // The intent is saved: the same range is retried,
-                        // nothing is skipped.
-                        buffer = Arc::try_unwrap(events).unwrap_or_else(|shared| (*shared).clone());
-                        tracing::error!(%error, "delivery to the lake failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                    }
+                    tracing::error!(%error, "delivery to the lake failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
+                (committed, buffered_bytes, since) = (read, 0, None);
                 continue;
             }
             if !drained {
