@@ -267,6 +267,28 @@ impl Table for EmbeddedTable {
         }))
     }
 
+    fn stats(&self) -> serde_json::Value {
+        let ks = &self.ks;
+        let keyspace = |k: &Keyspace| {
+            serde_json::json!({
+                "disk_bytes": k.disk_space(),
+                "sealed_memtables": k.sealed_memtable_count(),
+                "l0_tables": k.l0_table_count(),
+                "tables": k.table_count(),
+            })
+        };
+        serde_json::json!({
+            "approximate_rows": ks.rows.approximate_len(),
+            "write_buffer_bytes": ks.db.write_buffer_size(),
+            "journals": ks.db.journal_count(),
+            "outstanding_flushes": ks.db.outstanding_flushes(),
+            "cache_bytes": ks.db.cache_size(),
+            "rows": keyspace(&ks.rows),
+            "ids": keyspace(&ks.ids),
+            "changes": keyspace(&ks.changes),
+        })
+    }
+
     fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
     }

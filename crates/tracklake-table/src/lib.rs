@@ -75,6 +75,11 @@ pub trait Table: Send + Sync + 'static {
     /// rather than acknowledge what it cannot keep.
     fn is_healthy(&self) -> bool;
 
+    /// Engine figures for the status endpoint (write buffers, files, …).
+    fn stats(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
     /// Finishes queued writes and makes everything durable.
     fn close(&self) -> BoxFuture<'_, Result<(), Error>>;
 }

@@ -50,7 +50,11 @@ pub async fn status(State(app): State<Arc<App>>) -> impl IntoResponse {
     let pipeline = app.pipeline.as_ref().map(|p| p.status());
     Json(json!({
         "ready": app.is_ready(),
-        "table": {"healthy": app.table.is_healthy(), "last_seq": *app.table.watch_changes().borrow()},
+        "table": {
+            "healthy": app.table.is_healthy(),
+            "last_seq": *app.table.watch_changes().borrow(),
+            "engine": app.table.stats(),
+        },
         "delivery": pipeline,
     }))
 }
