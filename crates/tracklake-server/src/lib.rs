@@ -93,6 +93,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(routes::health::ready))
         .fallback(routes::health::not_found)
         .method_not_allowed_fallback(routes::health::method_not_allowed)
+        // Clients may gzip their batches (`Content-Encoding: gzip`); the body
+        // limit applies to the decompressed bytes.
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .with_state(app)
 }
 
