@@ -85,7 +85,14 @@ impl App {
 
 /// All routes of the API.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let segment = [
+        "track", "identify", "page", "screen", "group", "alias", "batch",
+    ]
+    .into_iter()
+    .fold(Router::new(), |r, call| {
+        r.route(&format!("/v1/{call}"), post(routes::segment::post))
+    });
+    segment
         .route("/v1/events", post(routes::events::post))
         .route("/v1/users/{user_id}/events", get(routes::users::events))
         .route("/v1/status", get(routes::health::status))

@@ -1,3 +1,4 @@
 pub mod events;
 pub mod health;
+pub mod segment;
 pub mod users;

@@ -9,3 +9,4 @@ mod crash;
 mod docs;
 mod lake;
 mod s3;
+mod segment;

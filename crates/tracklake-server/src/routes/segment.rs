@@ -1,0 +1,264 @@
+//! Segment's HTTP Tracking API (`/v1/track`, `identify`, `page`, `screen`,
+//! `group`, `alias`, `batch`), so Segment and RudderStack SDKs can send to
+//! tracklake by pointing their host at it. Each message becomes one
+//! tracklake event:
+//!
+//! | Segment | tracklake |
+//! |---|---|
+//! | `track` with `event: "Signed Up"` | `event_type: "signed-up"` (lowercase; other characters → `-`), `properties` plus `event: "Signed Up"` |
+//! | `identify` / `group` | `event_type: "identify"` / `"group"`, `properties.traits` (and `properties.group_id`) |
+//! | `page` / `screen` | `event_type: "page"` / `"screen"`, `properties` plus `name` |
+//! | `alias` | `event_type: "alias"`, `properties.previous_id` |
+//! | `userId`, else `anonymousId` | `user_id`, else `"anon:" + anonymousId` |
+//! | `messageId`, `timestamp` | `event_id`, `event_at` |
+//! | `context.ip`, `context.userAgent` | `ip_address`, `user_agent` |
+//!
+//! The write key (HTTP Basic user name) is accepted but not yet checked.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Limited};
+use serde_json::{Map, Value, json};
+use tracklake_event::Rejection;
+
+use crate::App;
+use crate::client::request_context;
+
+const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+const MAX_BATCH_BYTES: usize = 500 * 1024;
+const CALLS: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
+
+/// `POST /v1/{call}` for one message, or `/v1/batch`.
+pub async fn post(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    path: MatchedPath,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let call = path.as_str().trim_start_matches("/v1/").to_owned();
+    let is_batch = call == "batch";
+    if !is_batch && !CALLS.contains(&call.as_str()) {
+        return failure(StatusCode::NOT_FOUND, format!("no Segment call {call:?}"));
+    }
+    if let Some(Err(reason)) = app.pipeline.as_ref().map(|p| p.admit()) {
+        return failure(StatusCode::SERVICE_UNAVAILABLE, reason);
+    }
+    let limit = if is_batch {
+        MAX_BATCH_BYTES
+    } else {
+        MAX_MESSAGE_BYTES
+    };
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return failure(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a {call} request may be at most {limit} bytes"),
+            );
+        }
+    };
+    let payload: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => return failure(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+    };
+    let messages: Vec<(String, Value)> = if is_batch {
+        let shared = payload.get("context").cloned();
+        match payload.get("batch").and_then(Value::as_array) {
+            Some(batch) => batch
+                .iter()
+                .map(|m| {
+                    let mut m = m.clone();
+                    if let (Some(ctx), Some(obj)) = (&shared, m.as_object_mut()) {
+                        obj.entry("context").or_insert_with(|| ctx.clone());
+                    }
+                    (m["type"].as_str().unwrap_or_default().to_owned(), m)
+                })
+                .collect(),
+            None => {
+                return failure(
+                    StatusCode::BAD_REQUEST,
+                    "a batch needs a \"batch\" array".into(),
+                );
+            }
+        }
+    } else {
+        vec![(call.clone(), payload)]
+    };
+    let ctx = request_context(peer, &headers, &app.config.trusted_proxies);
+    let now = chrono::Utc::now();
+    let mut events = Vec::new();
+    let mut rejected: Vec<Rejection> = Vec::new();
+    for (kind, message) in messages {
+        let size = message.to_string().len();
+        let outcome = if size > MAX_MESSAGE_BYTES {
+            Err(Rejection::new(
+                "too_large",
+                None,
+                format!("a message may be at most {MAX_MESSAGE_BYTES} bytes"),
+            ))
+        } else {
+            to_event(&kind, &message).and_then(|map| app.validator.validate(map, &ctx, now))
+        };
+        match outcome {
+            Ok(event) => events.push(event),
+            Err(r) => rejected.push(r),
+        }
+    }
+    if !events.is_empty()
+        && let Err(e) = app.table.put(events).await
+    {
+        return failure(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
+    if let Some(first) = rejected.first() {
+        let field = first
+            .field
+            .as_deref()
+            .map(|f| format!(" ({f})"))
+            .unwrap_or_default();
+        return failure(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} message(s) rejected; first: {}{field}: {}",
+                rejected.len(),
+                first.code,
+                first.message
+            ),
+        );
+    }
+    Json(json!({"success": true})).into_response()
+}
+
+fn failure(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({"success": false, "message": message}))).into_response()
+}
+
+/// One Segment message as a tracklake event object (validated afterwards).
+pub fn to_event(kind: &str, m: &Value) -> Result<Map<String, Value>, Rejection> {
+    let bad = |field: &str, msg: &str| Rejection::new("invalid_format", Some(field), msg);
+    let user_id = match (&m["userId"], m["anonymousId"].as_str()) {
+        (Value::String(s), _) if !s.is_empty() => Value::from(s.clone()),
+        (Value::Number(n), _) => Value::from(n.clone()),
+        (_, Some(anon)) if !anon.is_empty() => Value::from(format!("anon:{anon}")),
+        _ => {
+            return Err(Rejection::new(
+                "required",
+                Some("userId"),
+                "userId or anonymousId is required",
+            ));
+        }
+    };
+    let object = |v: &Value| v.as_object().cloned().unwrap_or_default();
+    let mut properties = object(&m["properties"]);
+    let event_type = match kind {
+        "track" => {
+            let name = m["event"]
+                .as_str()
+                .filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| bad("event", "a track call needs an event name"))?;
+            properties.insert("event".into(), name.into());
+            event_type_of(name)
+        }
+        "identify" => {
+            properties.insert("traits".into(), Value::Object(object(&m["traits"])));
+            "identify".into()
+        }
+        "group" => {
+            properties.insert("traits".into(), Value::Object(object(&m["traits"])));
+            properties.insert("group_id".into(), m["groupId"].clone());
+            "group".into()
+        }
+        "page" | "screen" => {
+            if let Some(name) = m["name"].as_str() {
+                properties.insert("name".into(), name.into());
+            }
+            kind.into()
+        }
+        "alias" => {
+            properties.insert("previous_id".into(), m["previousId"].clone());
+            "alias".into()
+        }
+        other => return Err(bad("type", &format!("unknown Segment call {other:?}"))),
+    };
+    let mut event = Map::new();
+    event.insert("user_id".into(), user_id);
+    event.insert("event_type".into(), event_type.into());
+    event.insert("properties".into(), Value::Object(properties));
+    for (from, to) in [("messageId", "event_id"), ("timestamp", "event_at")] {
+        if let Some(v) = m[from].as_str() {
+            event.insert(to.into(), v.into());
+        }
+    }
+    let context = &m["context"];
+    if let Some(ip) = context["ip"].as_str() {
+        event.insert("ip_address".into(), ip.into());
+    }
+    if let Some(ua) = context["userAgent"].as_str() {
+        event.insert("user_agent".into(), ua.into());
+    }
+    Ok(event)
+}
+
+/// `"Signed Up"` → `"signed-up"`: lowercase, other characters become `-`,
+/// at most 64 characters, starting with a letter.
+pub fn event_type_of(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.trim().chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':') {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let mut out = out.trim_matches('-').to_owned();
+    if !out.starts_with(|c: char| c.is_ascii_lowercase()) {
+        out.insert_str(0, "e-");
+    }
+    out.truncate(64);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_become_types() {
+        assert_eq!(event_type_of("Signed Up"), "signed-up");
+        assert_eq!(event_type_of("  Order  Completed!! "), "order-completed");
+        assert_eq!(event_type_of("checkout.step:2"), "checkout.step:2");
+        assert_eq!(event_type_of("404 Page"), "e-404-page");
+        assert_eq!(event_type_of(&"x".repeat(100)).len(), 64);
+    }
+
+    #[test]
+    fn messages_map_onto_events() {
+        let m = json!({"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "m-1",
+                       "timestamp": "2026-11-27T08:00:00.000Z", "properties": {"plan": "pro"},
+                       "context": {"ip": "203.0.113.9", "userAgent": "Mozilla/5.0"}});
+        let e = to_event("track", &m).unwrap();
+        assert_eq!(e["event_type"], "signed-up");
+        assert_eq!(e["event_id"], "m-1");
+        assert_eq!(e["properties"]["event"], "Signed Up");
+        assert_eq!(e["properties"]["plan"], "pro");
+        assert_eq!(e["ip_address"], "203.0.113.9");
+        let e = to_event(
+            "identify",
+            &json!({"anonymousId": "a-9", "traits": {"email": "x@example.com"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            (e["user_id"].as_str(), e["event_type"].as_str()),
+            (Some("anon:a-9"), Some("identify"))
+        );
+        assert_eq!(e["properties"]["traits"]["email"], "x@example.com");
+        let r = to_event("track", &json!({"event": "x"})).unwrap_err();
+        assert_eq!(r.field.as_deref(), Some("userId"));
+    }
+}
