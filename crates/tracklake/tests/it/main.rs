@@ -8,5 +8,6 @@ mod cli;
 mod crash;
 mod docs;
 mod lake;
+mod rails;
 mod s3;
 mod segment;
