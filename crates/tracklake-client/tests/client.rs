@@ -159,6 +159,9 @@ async fn busy_answers_are_retried_after_retry_after() {
 async fn a_full_queue_drops_and_counts() {
     let mut config = ClientConfig::new(format!("http://{}", free_addr()));
     config.queue_capacity = 10;
+    // One event per request to a dead port: the sender is busy retrying,
+    // so the queue fills.
+    config.batch_size = 1;
     config.max_attempts = 2;
     config.max_backoff = Duration::from_millis(50);
     let client = Client::new(config).unwrap();
