@@ -4,7 +4,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::Server;
+use crate::harness::{Server, have, runs};
 
 /// Keys whose values must match the doc exactly; other scalars need only
 /// the same JSON type (ids and clock times differ from run to run).
@@ -68,12 +68,7 @@ fn like(doc: &Value, actual: &Value, key: &str, path: &str) {
 
 #[tokio::test]
 async fn docs_examples_run() {
-    if Command::new("curl").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "curl is missing, and CI must run the doc examples"
-        );
-        eprintln!("skipping docs_examples_run: curl is not installed");
+    if !have("curl", runs("curl", &["--version"]), "apt-get install curl") {
         return;
     }
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");

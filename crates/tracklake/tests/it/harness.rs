@@ -176,6 +176,30 @@ pub fn lake_ids(lake_dir: &Path) -> std::collections::HashMap<String, usize> {
 pub const FAST_LAKE_CONFIG: &str = "[ingest]\nevent_types = [\"login\", \"material-view\"]\n\
      [delivery]\nbuffer_interval_secs = 1\n[compaction]\ninterval_secs = 1\n";
 
+/// Whether a program from outside cargo that a test needs is here. Without
+/// it the test skips with a message naming it and how to install it —
+/// except on CI (`CI` set), where every test must run.
+pub fn have(what: &str, present: bool, install: &str) -> bool {
+    if !present {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{what} is missing, and CI must run this test ({install})"
+        );
+        eprintln!("skipping: {what} is not installed ({install})");
+    }
+    present
+}
+
+/// Whether `program args…` runs and succeeds.
+pub fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -201,20 +225,11 @@ impl Moto {
     /// Whether `moto_server` can run here. Without it the S3 tests skip —
     /// except on CI, where they must run.
     pub fn available() -> bool {
-        let found = Command::new("moto_server")
-            .arg("--help")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            assert!(
-                std::env::var("CI").is_err(),
-                "moto_server is missing, and CI must run the S3 tests (pip install 'moto[server]')"
-            );
-            eprintln!("skipping: moto_server is not installed (pip install 'moto[server]')");
-        }
-        found
+        have(
+            "moto_server",
+            runs("moto_server", &["--help"]),
+            "pip install 'moto[server]'",
+        )
     }
 
     pub async fn start(port: u16) -> Moto {
