@@ -139,29 +139,31 @@ impl Client {
     /// Queues an event and returns at once. A full queue drops the event
     /// (counted) and says so.
     pub fn track(&self, event: Event) -> Result<(), Error> {
-        match self.commands.try_send(Command::Track(Box::new(event))) {
-            Ok(()) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
+        // Counted before it can be sent, so the gauge never runs below zero.
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let refused = match self.commands.try_send(Command::Track(Box::new(event))) {
+            Ok(()) => return Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.stats
                     .dropped_queue_full
                     .fetch_add(1, Ordering::Relaxed);
-                Err(Error::QueueFull(self.capacity))
+                Error::QueueFull(self.capacity)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
-        }
+            Err(mpsc::error::TrySendError::Closed(_)) => Error::Closed,
+        };
+        self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        Err(refused)
     }
 
     /// Queues an event, waiting for room when the queue is full (the
     /// [`Overflow::Wait`] policy).
     pub async fn track_wait(&self, event: Event) -> Result<(), Error> {
-        self.commands
-            .send(Command::Track(Box::new(event)))
-            .await
-            .map_err(|_| Error::Closed)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        let sent = self.commands.send(Command::Track(Box::new(event))).await;
+        if sent.is_err() {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(Error::Closed);
+        }
         Ok(())
     }
 
