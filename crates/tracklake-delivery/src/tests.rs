@@ -31,6 +31,20 @@ struct Setup {
     lake: Arc<Lake>,
 }
 
+impl Setup {
+    /// Delivery (without compaction) with a buffer interval of `interval` s.
+    fn deliver(&self, interval: u64) -> Delivery {
+        Delivery::start(
+            self.table.clone(),
+            self.lake.clone(),
+            Default::default(),
+            config(interval),
+            off(),
+        )
+        .unwrap()
+    }
+}
+
 fn setup(lake_config: LakeConfig) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let table =
@@ -71,14 +85,7 @@ fn config(interval: u64) -> DeliveryConfig {
 #[tokio::test]
 async fn events_land_once_in_their_own_day() {
     let s = setup(LakeConfig::default());
-    let d = Delivery::start(
-        s.table.clone(),
-        s.lake.clone(),
-        Default::default(),
-        config(0),
-        off(),
-    )
-    .unwrap();
+    let d = s.deliver(0);
     s.table
         .put(vec![event("a", 20), event("b", 27), event("c", 27)])
         .await
@@ -131,14 +138,7 @@ async fn stopping_publishes_what_is_buffered() {
         ..LakeConfig::default()
     });
     // A 15-minute buffer: only the stop can publish these in time.
-    let d = Delivery::start(
-        s.table.clone(),
-        s.lake.clone(),
-        Default::default(),
-        config(900),
-        off(),
-    )
-    .unwrap();
+    let d = s.deliver(900);
     s.table
         .put((0..50).map(|i| event(&format!("e{i}"), 27)).collect())
         .await
@@ -190,14 +190,7 @@ async fn an_interrupted_delivery_is_finished_without_doubles() {
         .await
         .unwrap();
 
-    let d = Delivery::start(
-        s.table.clone(),
-        s.lake.clone(),
-        Default::default(),
-        config(900),
-        off(),
-    )
-    .unwrap();
+    let d = s.deliver(900);
     d.stop().await.unwrap();
     let counts = counts(&s.lake).await;
     assert_eq!(counts.len(), 40);
@@ -211,14 +204,7 @@ async fn firehose_layout_uses_hour_prefixes() {
         layout: Layout::Firehose,
         ..LakeConfig::default()
     });
-    let d = Delivery::start(
-        s.table.clone(),
-        s.lake.clone(),
-        Default::default(),
-        config(900),
-        off(),
-    )
-    .unwrap();
+    let d = s.deliver(900);
     s.table.put(vec![event("a", 27)]).await.unwrap();
     d.stop().await.unwrap();
     let files = read_lake(&s.lake).await.unwrap();

@@ -152,11 +152,6 @@ impl EmbeddedTable {
             .collect()
     }
 
-    /// Bytes held in write buffers (memtables) across keyspaces.
-    pub fn write_buffer_bytes(&self) -> u64 {
-        self.ks.db.write_buffer_size()
-    }
-
     /// Runs `f` on tokio's blocking pool with the keyspaces.
     async fn blocking<T: Send + 'static>(
         &self,
