@@ -152,6 +152,15 @@ impl Lake {
         self.config.format
     }
 
+    /// The store the lake's files are in (prefixed: paths start at `events/`).
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    pub fn s3_config(&self) -> &S3Config {
+        &self.config.s3
+    }
+
     pub fn gzip(&self) -> bool {
         self.config.gzip
     }

@@ -13,9 +13,9 @@ mod pipeline;
 mod tests;
 
 pub use compact::{CompactionConfig, compact_once};
-pub use encode::{Format, SCHEMA, encode};
+pub use encode::{Format, SCHEMA, encode, record_batch};
 pub use inspect::{FileContents, read_lake};
-pub use lake::{Lake, LakeConfig, Layout, S3Config};
+pub use lake::{FileName, Lake, LakeConfig, Layout, S3Config};
 pub use pipeline::{CONSUMER, Delivery, DeliveryConfig, Lag, Status, StreamConfig};
 
 /// Errors of the delivery stage, named after the failed operation.

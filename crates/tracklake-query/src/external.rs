@@ -1,0 +1,399 @@
+//! Tables made by `CREATE EXTERNAL TABLE`: the files found (recursively, as
+//! Athena does) under a location, read with the declared columns.
+//!
+//! JSON lines (`.json`, `.json.gz`, or any other name) are read the way the
+//! OpenX JSON SerDe reads them: keys match columns case-insensitively, and a
+//! value that does not fit the declared type is NULL rather than an error.
+//! Parquet files (`.parquet`) are read by column name and cast the same way.
+//! `key=value` directories give the partition columns. Files whose names
+//! start with `_` or `.` (markers, staged uploads) are skipped, like Hive.
+//!
+//! Every scan reads what the location holds then, so new files need no
+//! `MSCK REPAIR`. These tables are for Athena statements brought along; the
+//! built-in `events` table is the fast path (pruned, streamed Parquet).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray, new_null_array};
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::{MemTable, TableType};
+use datafusion::logical_expr::Expr;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::sql::sqlparser::ast::{CreateTable, HiveDistributionStyle, SqlOption};
+use futures_util::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use tracklake_delivery::{Lake, LakeConfig};
+
+use crate::Error;
+
+/// A table's definition, from its `CREATE EXTERNAL TABLE`.
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    pub columns: Vec<(String, DataType)>,
+    pub partitions: Vec<(String, DataType)>,
+    /// The location after `[query.locations]` is applied.
+    pub location: String,
+    /// `'mapping.<column>' = '<json key>'` SerDe properties.
+    pub mapping: BTreeMap<String, String>,
+}
+
+impl TableDef {
+    pub fn from_statement(
+        create: &CreateTable,
+        locations: &BTreeMap<String, String>,
+    ) -> Result<TableDef, Error> {
+        let column =
+            |c: &datafusion::sql::sqlparser::ast::ColumnDef| -> Result<(String, DataType), Error> {
+                Ok((
+                    c.name.value.to_lowercase(),
+                    declared_type(&c.data_type.to_string())?,
+                ))
+            };
+        let columns = create
+            .columns
+            .iter()
+            .map(column)
+            .collect::<Result<Vec<_>, _>>()?;
+        let partitions = match &create.hive_distribution {
+            HiveDistributionStyle::PARTITIONED { columns } => {
+                columns.iter().map(column).collect::<Result<Vec<_>, _>>()?
+            }
+            _ => Vec::new(),
+        };
+        let formats = create.hive_formats.as_ref();
+        let location = create
+            .location
+            .clone()
+            .or_else(|| formats.and_then(|f| f.location.clone()))
+            .ok_or_else(|| Error::Invalid("CREATE EXTERNAL TABLE needs a LOCATION".into()))?;
+        let mut mapping = BTreeMap::new();
+        for option in formats
+            .and_then(|f| f.serde_properties.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            if let SqlOption::KeyValue { key, value } = option {
+                let key = key.value.trim_matches(['\'', '"']).to_lowercase();
+                let value = value.to_string().trim_matches(['\'', '"']).to_owned();
+                if let Some(column) = key.strip_prefix("mapping.") {
+                    mapping.insert(column.to_owned(), value);
+                }
+            }
+        }
+        Ok(TableDef {
+            columns,
+            partitions,
+            location: map_location(&location, locations),
+            mapping,
+        })
+    }
+
+    fn schema(&self) -> SchemaRef {
+        let fields = self
+            .columns
+            .iter()
+            .chain(&self.partitions)
+            .map(|(name, t)| Field::new(name, t.clone(), true));
+        Arc::new(Schema::new(fields.collect::<Vec<_>>()))
+    }
+}
+
+/// Applies the longest matching `[query.locations]` prefix.
+fn map_location(location: &str, locations: &BTreeMap<String, String>) -> String {
+    let with_slash = |s: &str| format!("{}/", s.trim_end_matches('/'));
+    let location = with_slash(location);
+    locations
+        .iter()
+        .filter(|(from, _)| location.starts_with(&with_slash(from)))
+        .max_by_key(|(from, _)| from.len())
+        .map(|(from, to)| format!("{}{}", with_slash(to), &location[with_slash(from).len()..]))
+        .unwrap_or(location)
+}
+
+/// Hive/Athena column types; complex types are kept as their JSON text.
+fn declared_type(text: &str) -> Result<DataType, Error> {
+    let t = text.trim().to_lowercase();
+    let base = t.split(['(', '<']).next().unwrap_or("").trim();
+    Ok(match base {
+        "string" | "varchar" | "char" | "text" => DataType::Utf8,
+        "tinyint" => DataType::Int8,
+        "smallint" => DataType::Int16,
+        "int" | "integer" => DataType::Int32,
+        "bigint" => DataType::Int64,
+        "float" | "real" => DataType::Float32,
+        "double" => DataType::Float64,
+        "boolean" => DataType::Boolean,
+        "date" => DataType::Date32,
+        "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        "decimal" | "numeric" => {
+            let args: Vec<u8> = t
+                .trim_start_matches(base)
+                .trim_matches(['(', ')', ' '])
+                .split(',')
+                .filter_map(|s| s.trim().parse().ok())
+                .collect();
+            match args.as_slice() {
+                [p, s] => DataType::Decimal128(*p, *s as i8),
+                [p] => DataType::Decimal128(*p, 0),
+                _ => DataType::Decimal128(10, 0),
+            }
+        }
+        "array" | "map" | "struct" => DataType::Utf8,
+        other => {
+            return Err(Error::Invalid(format!(
+                "column type {other:?} is not supported"
+            )));
+        }
+    })
+}
+
+pub struct ExternalTable {
+    def: TableDef,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for ExternalTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalTable")
+            .field("location", &self.def.location)
+            .finish()
+    }
+}
+
+impl ExternalTable {
+    /// Opens the location with the lake's S3 settings (endpoint, region, …).
+    pub fn open(def: TableDef, lake: &Lake) -> Result<ExternalTable, Error> {
+        let config = LakeConfig {
+            url: def.location.clone(),
+            s3: lake.s3_config().clone(),
+            ..LakeConfig::default()
+        };
+        let store = Lake::open(&config, std::path::Path::new("."))
+            .map_err(|e| Error::Invalid(format!("LOCATION '{}': {e}", def.location)))?
+            .store();
+        Ok(ExternalTable { def, store })
+    }
+
+    async fn read_all(&self) -> Result<Vec<RecordBatch>> {
+        let mut files: Vec<_> = self.store.list(None).try_collect().await?;
+        files.sort_by(|a, b| a.location.cmp(&b.location));
+        let mut batches = Vec::new();
+        for file in files {
+            let path = file.location.as_ref();
+            let name = path.rsplit('/').next().unwrap_or(path);
+            if name.starts_with(['_', '.']) {
+                continue;
+            }
+            let bytes = self.store.get(&file.location).await?.bytes().await?;
+            let read = if name.ends_with(".parquet") {
+                self.parquet(bytes)
+            } else {
+                self.json_lines(&bytes, name.ends_with(".gz"))
+            };
+            let batch =
+                read.map_err(|e| DataFusionError::Execution(format!("reading {path}: {e}")))?;
+            batches.push(self.with_partitions(batch, path)?);
+        }
+        Ok(batches)
+    }
+
+    fn cast(&self, array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
+        let safe = CastOptions {
+            safe: true,
+            ..Default::default()
+        };
+        Ok(cast_with_options(array, to, &safe)?)
+    }
+
+    fn json_lines(&self, bytes: &[u8], gzip: bool) -> Result<RecordBatch> {
+        let mut text = Vec::new();
+        if gzip {
+            flate2::read::GzDecoder::new(bytes).read_to_end(&mut text)?;
+        } else {
+            text.extend_from_slice(bytes);
+        }
+        let keys: Vec<String> = self
+            .def
+            .columns
+            .iter()
+            .map(|(name, _)| {
+                self.def
+                    .mapping
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| name.clone())
+                    .to_lowercase()
+            })
+            .collect();
+        let mut values: Vec<Vec<Option<String>>> = vec![Vec::new(); keys.len()];
+        for line in text.split(|b| *b == b'\n') {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(line)
+                    .map_err(|e| DataFusionError::Execution(format!("malformed JSON line: {e}")))?;
+            let object: BTreeMap<String, serde_json::Value> = object
+                .into_iter()
+                .map(|(k, v)| (k.to_lowercase(), v))
+                .collect();
+            for (i, key) in keys.iter().enumerate() {
+                values[i].push(match object.get(key) {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(s)) => Some(s.clone()),
+                    Some(other) => Some(other.to_string()),
+                });
+            }
+        }
+        let columns = self
+            .def
+            .columns
+            .iter()
+            .zip(values)
+            .map(|((_, t), v)| self.cast(&(Arc::new(StringArray::from(v)) as ArrayRef), t))
+            .collect::<Result<Vec<_>>>()?;
+        self.file_batch(columns)
+    }
+
+    fn parquet(&self, bytes: bytes::Bytes) -> Result<RecordBatch> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+        let file_batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        let Some(first) = file_batches.first() else {
+            return self.file_batch(
+                self.def
+                    .columns
+                    .iter()
+                    .map(|(_, t)| new_null_array(t, 0))
+                    .collect(),
+            );
+        };
+        let batch = datafusion::arrow::compute::concat_batches(&first.schema(), &file_batches)?;
+        let columns = self
+            .def
+            .columns
+            .iter()
+            .map(|(name, t)| {
+                let key = self.def.mapping.get(name).unwrap_or(name);
+                let found = batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .position(|f| f.name().eq_ignore_ascii_case(key));
+                match found {
+                    Some(i) => self.cast(batch.column(i), t),
+                    None => Ok(new_null_array(t, batch.num_rows())),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.file_batch(columns)
+    }
+
+    /// The declared columns of one file, without the partitions yet.
+    fn file_batch(&self, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+        let fields: Vec<Field> = self
+            .def
+            .columns
+            .iter()
+            .map(|(n, t)| Field::new(n, t.clone(), true))
+            .collect();
+        let rows = columns.first().map_or(0, |c| c.len());
+        let options =
+            datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            columns,
+            &options,
+        )?)
+    }
+
+    /// Adds the partition columns, from `key=value` directories in `path`.
+    fn with_partitions(&self, batch: RecordBatch, path: &str) -> Result<RecordBatch> {
+        let mut columns = batch.columns().to_vec();
+        for (name, t) in &self.def.partitions {
+            let value = path
+                .split('/')
+                .filter_map(|segment| segment.split_once('='))
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.to_owned());
+            let text: ArrayRef = Arc::new(StringArray::from(vec![value; batch.num_rows()]));
+            columns.push(self.cast(&text, t)?);
+        }
+        let options = datafusion::arrow::array::RecordBatchOptions::new()
+            .with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            self.def.schema(),
+            columns,
+            &options,
+        )?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for ExternalTable {
+    fn schema(&self) -> SchemaRef {
+        self.def.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batches = self.read_all().await?;
+        MemTable::try_new(self.def.schema(), vec![batches])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_map_by_longest_prefix() {
+        let map = BTreeMap::from([
+            ("s3://exampro-events/".to_owned(), "/data/lake".to_owned()),
+            (
+                "s3://exampro-events/old".to_owned(),
+                "s3://archive/old/".to_owned(),
+            ),
+        ]);
+        assert_eq!(map_location("s3://exampro-events/", &map), "/data/lake/");
+        assert_eq!(
+            map_location("s3://exampro-events/events", &map),
+            "/data/lake/events/"
+        );
+        assert_eq!(
+            map_location("s3://exampro-events/old/x/", &map),
+            "s3://archive/old/x/"
+        );
+        assert_eq!(map_location("s3://elsewhere/", &map), "s3://elsewhere/");
+    }
+
+    #[test]
+    fn hive_types() {
+        assert_eq!(declared_type("INT").unwrap(), DataType::Int32);
+        assert_eq!(declared_type("varchar(64)").unwrap(), DataType::Utf8);
+        assert_eq!(
+            declared_type("DECIMAL(10,2)").unwrap(),
+            DataType::Decimal128(10, 2)
+        );
+        assert_eq!(declared_type("array<string>").unwrap(), DataType::Utf8);
+        assert!(declared_type("geometry").is_err());
+        let _ = new_null_array(&DataType::Int32, 1).len();
+    }
+}

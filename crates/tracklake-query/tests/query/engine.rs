@@ -1,0 +1,175 @@
+//! The engine beyond the golden files: fresh events from a live table,
+//! NDJSON lakes, definitions and reports across restarts, and the limits.
+
+use std::sync::Arc;
+
+use tracklake_delivery::{CompactionConfig, Delivery, Format, Lake, LakeConfig};
+use tracklake_query::{Engine, QueryConfig, ReportConfig, Reports};
+use tracklake_table::{EmbeddedTable, Table, TableConfig};
+
+use crate::fixture::events;
+use crate::{Setup, rows};
+
+async fn count(engine: &Engine, sql: &str) -> String {
+    rows(&engine.run(sql).await.unwrap()).join(",")
+}
+
+/// Events delivered to the lake and events still only in the table are both
+/// in `events`, each once; with `fresh` off only the lake's are.
+#[tokio::test]
+async fn fresh_events_are_counted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let table: Arc<dyn Table> =
+        Arc::new(EmbeddedTable::open(&dir.path().join("table"), &TableConfig::default()).unwrap());
+    let lake = Arc::new(Lake::open(&LakeConfig::default(), dir.path()).unwrap());
+    let all = events();
+    let (delivered, fresh) = all.split_at(50);
+    table.put(delivered.to_vec()).await.unwrap();
+    let delivery = Delivery::start(
+        table.clone(),
+        lake.clone(),
+        Default::default(),
+        Default::default(),
+        CompactionConfig {
+            enabled: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    delivery.stop().await.unwrap(); // publishes and commits what it read
+    assert!(!lake.live_files().await.unwrap().is_empty());
+    table.put(fresh.to_vec()).await.unwrap();
+
+    let config = QueryConfig::default();
+    let engine = Engine::open(&config, dir.path(), lake.clone(), Some(table.clone()))
+        .await
+        .unwrap();
+    let sql = "SELECT count(*), count(DISTINCT event_id) FROM events";
+    assert_eq!(count(&engine, sql).await, "80|80");
+    let lake_only = QueryConfig {
+        fresh: false,
+        ..QueryConfig::default()
+    };
+    let engine = Engine::open(&lake_only, dir.path(), lake, Some(table))
+        .await
+        .unwrap();
+    assert_eq!(count(&engine, sql).await, "50|50");
+}
+
+#[tokio::test]
+async fn ndjson_and_gzip_lakes_read_the_same() {
+    for gzip in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LakeConfig {
+            format: Format::Ndjson,
+            gzip,
+            ..LakeConfig::default()
+        };
+        let lake = Arc::new(Lake::open(&config, dir.path()).unwrap());
+        let all = events();
+        let refs: Vec<_> = all.iter().collect();
+        for (i, e) in refs.iter().enumerate() {
+            let body = tracklake_delivery::encode(&[e], Format::Ndjson, gzip).unwrap();
+            let seq = i as u64 + 1;
+            lake.publish(
+                &lake.file_path(&lake.partition(e.event_at), seq, seq),
+                body.into(),
+            )
+            .await
+            .unwrap();
+        }
+        let engine = Engine::open(&QueryConfig::default(), dir.path(), lake, None)
+            .await
+            .unwrap();
+        let sql = "SELECT count(*), count(DISTINCT user_id), count_if(event_type = 'login'), max(json_extract_scalar(properties, '$.plan')) FROM events";
+        assert_eq!(count(&engine, sql).await, "80|5|9|pro", "gzip: {gzip}");
+    }
+}
+
+#[tokio::test]
+async fn definitions_survive_a_restart() {
+    let setup = Setup::new(&events(), Format::Parquet).await;
+    {
+        let engine = setup.engine().await;
+        engine.run("CREATE DATABASE app").await.unwrap();
+        engine
+            .run("CREATE EXTERNAL TABLE app.raw (user_id STRING) ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe' LOCATION 's3://exampro-events/'")
+            .await
+            .unwrap();
+    }
+    let engine = setup.engine().await;
+    assert_eq!(count(&engine, "SELECT count(*) FROM app.raw").await, "80");
+    engine.run("DROP TABLE app.raw").await.unwrap();
+    let engine = setup.engine().await;
+    let err = engine
+        .run("SELECT count(*) FROM app.raw")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("raw"), "{err}");
+    assert_eq!(count(&engine, "SHOW TABLES IN app").await, "");
+}
+
+#[tokio::test]
+async fn answers_are_cut_at_max_rows() {
+    let mut setup = Setup::new(&events(), Format::Parquet).await;
+    setup.config.max_rows = 7;
+    let engine = setup.engine().await;
+    let answer = engine.run("SELECT event_id FROM events").await.unwrap();
+    assert_eq!((answer.rows, answer.truncated), (7, true));
+    let answer = engine
+        .run("SELECT event_id FROM events LIMIT 3")
+        .await
+        .unwrap();
+    assert_eq!((answer.rows, answer.truncated), (3, false));
+}
+
+#[tokio::test]
+async fn a_memory_limit_gives_a_clear_error() {
+    let mut setup = Setup::new(&events(), Format::Parquet).await;
+    setup.config.memory_limit_mib = 0; // the floor: 16 MiB
+    let engine = setup.engine().await;
+    let sql = "SELECT a.event_id, b.event_id, c.event_id FROM events a, events b, events c ORDER BY a.properties || b.properties || c.user_agent";
+    match engine.run(sql).await {
+        Err(e) => assert!(e.to_string().contains("memory"), "{e}"),
+        Ok(answer) => assert_eq!(answer.rows, 10_000), // spilled to disk instead
+    }
+}
+
+#[tokio::test]
+async fn reports_are_kept_for_their_max_age_and_across_restarts() {
+    let mut setup = Setup::new(&events(), Format::Parquet).await;
+    setup.config.reports.insert(
+        "user_count".into(),
+        ReportConfig {
+            sql: "SELECT count(DISTINCT user_id) AS users FROM events".into(),
+            max_age_secs: 300,
+            description: "users".into(),
+        },
+    );
+    setup.config.reports.insert(
+        "always_fresh".into(),
+        ReportConfig {
+            sql: "SELECT now() AS at".into(),
+            max_age_secs: 0,
+            description: String::new(),
+        },
+    );
+    let reports = Reports::new(Arc::new(setup.engine().await), setup.dir.path());
+    let first = reports.get("user_count").await.unwrap();
+    assert_eq!(first.rows, serde_json::json!([{"users": 5}]));
+    assert_eq!(
+        reports.get("user_count").await.unwrap().computed_at,
+        first.computed_at
+    );
+    let a = reports.get("always_fresh").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert!(reports.get("always_fresh").await.unwrap().computed_at > a.computed_at);
+    assert!(reports.get("nope").await.is_err());
+    assert!(reports.list()["reports"].as_array().unwrap().len() >= 10);
+
+    let restarted = Reports::new(Arc::new(setup.engine().await), setup.dir.path());
+    assert_eq!(
+        restarted.get("user_count").await.unwrap().computed_at,
+        first.computed_at
+    );
+}
