@@ -26,6 +26,7 @@ async fn serve_on(listener: TcpListener) -> Server {
         Validator::new(Rules::default()).unwrap(),
         ServerConfig::default(),
         None,
+        None,
     );
     app.set_ready(true);
     tokio::spawn(tracklake_server::serve(

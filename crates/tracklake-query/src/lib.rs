@@ -23,16 +23,16 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracklake_delivery::Lake;
 use tracklake_table::Table;
 
 pub use events::{EVENTS_SCHEMA, partition_day};
-pub use output::{OutputFormat, to_json_rows, write_output};
+pub use output::to_json_rows;
 pub use reports::{Report, ReportConfig, ReportError, Reports};
 
 /// `[query]` in the config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueryConfig {
     /// Include accepted events not yet delivered to the lake (each once).

@@ -19,7 +19,7 @@ fn five_minutes() -> u64 {
 }
 
 /// `[query.reports.<name>]` in the config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportConfig {
     pub sql: String,

@@ -1,5 +1,6 @@
 //! tracklake's HTTP API: ingest (`POST /v1/events`), per-user reads
-//! (`GET /v1/users/{id}/events`) and health checks, on axum.
+//! (`GET /v1/users/{id}/events`), SQL and reports (`POST /v1/query`,
+//! `GET /v1/reports/{name}`) and health checks, on axum.
 
 mod client;
 mod error;
@@ -48,12 +49,39 @@ pub trait Pipeline: Send + Sync {
     fn status(&self) -> serde_json::Value;
 }
 
+/// SQL over the lake, as the API sees it (tracklake-query implements it;
+/// the server itself does not link the engine).
+pub trait Sql: Send + Sync {
+    /// `{"columns": [{"name", "type"}], "rows": [{…}], "row_count", "truncated", "elapsed_ms"}`.
+    fn query<'a>(&'a self, sql: &'a str) -> BoxFuture<'a, Result<serde_json::Value, SqlError>>;
+    /// Every named report's name, description, SQL and max age.
+    fn reports(&self) -> serde_json::Value;
+    /// One report, no older than its max age.
+    fn report<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<serde_json::Value, SqlError>>;
+}
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How a statement failed, which decides the HTTP status.
+#[derive(Debug)]
+pub enum SqlError {
+    /// The statement is wrong (400).
+    Invalid(String),
+    /// No such report (404).
+    NotFound(String),
+    /// It ran past `query.timeout_secs` (504).
+    Timeout(String),
+    /// The engine failed (500).
+    Failed(String),
+}
+
 /// What every handler shares.
 pub struct App {
     pub table: Arc<dyn Table>,
     pub validator: Validator,
     pub config: ServerConfig,
     pub pipeline: Option<Arc<dyn Pipeline>>,
+    pub sql: Option<Arc<dyn Sql>>,
     ready: AtomicBool,
 }
 
@@ -63,12 +91,14 @@ impl App {
         validator: Validator,
         config: ServerConfig,
         pipeline: Option<Arc<dyn Pipeline>>,
+        sql: Option<Arc<dyn Sql>>,
     ) -> Arc<Self> {
         Arc::new(App {
             table,
             validator,
             config,
             pipeline,
+            sql,
             ready: AtomicBool::new(false),
         })
     }
@@ -95,6 +125,9 @@ pub fn router(app: Arc<App>) -> Router {
     segment
         .route("/v1/events", post(routes::events::post))
         .route("/v1/users/{user_id}/events", get(routes::users::events))
+        .route("/v1/query", post(routes::query::query))
+        .route("/v1/reports", get(routes::query::reports))
+        .route("/v1/reports/{name}", get(routes::query::report))
         .route("/v1/status", get(routes::health::status))
         .route("/healthz", get(routes::health::live))
         .route("/readyz", get(routes::health::ready))

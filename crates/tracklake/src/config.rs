@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tracklake_delivery::{CompactionConfig, DeliveryConfig, LakeConfig, StreamConfig};
 use tracklake_event::Rules;
+use tracklake_query::QueryConfig;
 use tracklake_server::ServerConfig;
 use tracklake_table::TableConfig;
 
@@ -25,6 +26,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub lake: LakeConfig,
     pub compaction: CompactionConfig,
+    pub query: QueryConfig,
     pub log: LogConfig,
 }
 
@@ -39,6 +41,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             lake: LakeConfig::default(),
             compaction: CompactionConfig::default(),
+            query: QueryConfig::default(),
             log: LogConfig::default(),
         }
     }

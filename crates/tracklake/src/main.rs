@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use commands::{bench, lake, put, recent, seed};
+use commands::{bench, lake, put, query, recent, seed};
 
 // glibc's malloc showed up as a fifth of the writer thread's time under load.
 #[global_allocator]
@@ -50,6 +50,10 @@ enum Command {
     Logins(recent::LoginArgs),
     /// Generate fake events, like the article's `rake track:put:login`.
     Seed(seed::Args),
+    /// Run one SQL statement over every event (Athena's dialect).
+    Query(query::QueryArgs),
+    /// An interactive SQL shell with history.
+    Sql(query::ShellArgs),
     /// Inspect and check the lake.
     #[command(subcommand)]
     Lake(lake::Command),
@@ -78,6 +82,8 @@ fn main() -> anyhow::Result<()> {
             Command::Recent(args) => recent::run(args).await,
             Command::Logins(args) => recent::run(args.into()).await,
             Command::Seed(args) => seed::run(args).await,
+            Command::Query(args) => query::query(args).await,
+            Command::Sql(args) => query::shell(args).await,
             Command::Lake(cmd) => lake::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }

@@ -1,4 +1,5 @@
-//! `tracklake serve`: the table and the HTTP API in one process.
+//! `tracklake serve`: the table, delivery to the lake, SQL and the HTTP API
+//! in one process.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -8,7 +9,8 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracklake_delivery::{Delivery, Lake};
 use tracklake_event::Validator;
-use tracklake_server::{App, Pipeline};
+use tracklake_query::{Engine, Error as QueryError, ReportError, Reports, to_json_rows};
+use tracklake_server::{App, BoxFuture, Pipeline, Sql, SqlError};
 use tracklake_table::{EmbeddedTable, Table};
 
 use crate::config::Config;
@@ -28,12 +30,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?,
     );
-    let lake = Lake::open(&config.lake, &config.data_dir).context("opening the lake")?;
+    let lake = Arc::new(Lake::open(&config.lake, &config.data_dir).context("opening the lake")?);
     let lake_location = lake.location.clone();
     let delivery = Arc::new(
         Delivery::start(
             table.clone(),
-            Arc::new(lake),
+            lake.clone(),
             config.stream.clone(),
             config.delivery.clone(),
             config.compaction.clone(),
@@ -47,11 +49,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
     let pipeline = Arc::new(DeliveryView(delivery.clone()));
+    let engine = Arc::new(
+        Engine::open(
+            &config.query,
+            &config.data_dir,
+            lake,
+            Some(table.clone() as Arc<dyn Table>),
+        )
+        .await
+        .context("starting the query engine")?,
+    );
+    let reports = Reports::new(engine.clone(), &config.data_dir);
+    let sql = Arc::new(SqlView { engine, reports });
     let app = App::new(
         table.clone(),
         validator,
         config.server.clone(),
         Some(pipeline),
+        Some(sql),
     );
     app.set_ready(true);
 
@@ -100,6 +115,45 @@ impl Pipeline for DeliveryView {
 
     fn status(&self) -> serde_json::Value {
         self.0.status_json()
+    }
+}
+
+/// What the API sees of the query engine and the reports.
+struct SqlView {
+    engine: Arc<Engine>,
+    reports: Reports,
+}
+
+fn sql_error(e: QueryError) -> SqlError {
+    match e {
+        QueryError::Invalid(m) => SqlError::Invalid(m),
+        e @ QueryError::Timeout(_) => SqlError::Timeout(e.to_string()),
+        e => SqlError::Failed(e.to_string()),
+    }
+}
+
+impl Sql for SqlView {
+    fn query<'a>(&'a self, sql: &'a str) -> BoxFuture<'a, Result<serde_json::Value, SqlError>> {
+        Box::pin(async move {
+            let answer = self.engine.run(sql).await.map_err(sql_error)?;
+            to_json_rows(&answer).map_err(|e| SqlError::Failed(e.to_string()))
+        })
+    }
+
+    fn reports(&self) -> serde_json::Value {
+        self.reports.list()
+    }
+
+    fn report<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<serde_json::Value, SqlError>> {
+        Box::pin(async move {
+            match self.reports.get(name).await {
+                Ok(report) => Ok(serde_json::to_value(&*report).expect("a report serializes")),
+                Err(ReportError::NotFound(name)) => Err(SqlError::NotFound(format!(
+                    "no report named {name:?}; GET /v1/reports lists them"
+                ))),
+                Err(ReportError::Query { source, .. }) => Err(sql_error(source)),
+            }
+        })
     }
 }
 

@@ -1,4 +1,5 @@
 pub mod events;
 pub mod health;
+pub mod query;
 pub mod segment;
 pub mod users;

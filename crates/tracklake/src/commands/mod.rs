@@ -4,6 +4,7 @@ pub mod bench;
 mod fake_data;
 pub mod lake;
 pub mod put;
+pub mod query;
 pub mod recent;
 pub mod seed;
 
