@@ -188,17 +188,25 @@ impl Engine {
         })
     }
 
-    /// A read-only query, cut at `max_rows`.
+    /// A read-only query, cut at `max_rows`. A lake file that vanishes
+    /// mid-query (compaction deletes the files it merged) gives one retry,
+    /// which plans over the new listing.
     async fn select(&self, sql: &str) -> Result<(Vec<RecordBatch>, bool), Error> {
+        match self.select_once(sql).await {
+            Err(e) if is_vanished_file(&e) => {
+                tracing::debug!(error = %e, "a lake file vanished mid-query; retrying");
+                self.select_once(sql).await.map_err(read_only_message)
+            }
+            other => other.map_err(read_only_message),
+        }
+    }
+
+    async fn select_once(&self, sql: &str) -> datafusion::error::Result<(Vec<RecordBatch>, bool)> {
         let options = datafusion::execution::context::SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let frame = self
-            .ctx
-            .sql_with_options(sql, options)
-            .await
-            .map_err(read_only_message)?;
+        let frame = self.ctx.sql_with_options(sql, options).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let mut stream = frame.execute_stream().await?;
         let (mut batches, mut rows) = (Vec::new(), 0);
@@ -216,6 +224,18 @@ impl Engine {
             batches.push(RecordBatch::new_empty(schema));
         }
         Ok((batches, false))
+    }
+}
+
+fn is_vanished_file(e: &datafusion::error::DataFusionError) -> bool {
+    use datafusion::error::DataFusionError as E;
+    match e.find_root() {
+        E::ObjectStore(err) => matches!(**err, object_store::Error::NotFound { .. }),
+        // Parquet reads wrap the store's error in their own.
+        other => {
+            let text = other.to_string();
+            text.contains("not found") && text.contains("events/")
+        }
     }
 }
 

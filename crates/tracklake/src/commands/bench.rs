@@ -18,6 +18,8 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Latency of reading a user's recent events.
     Recent(RecentArgs),
+    /// The built-in reports over a lake of 10 million seed events.
+    Query(super::bench_query::Args),
 }
 
 #[derive(clap::Args)]
@@ -69,6 +71,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Ingest(args) => ingest(args).await,
         Command::Recent(args) => recent(args).await,
+        Command::Query(args) => super::bench_query::run(args).await,
     }
 }
 

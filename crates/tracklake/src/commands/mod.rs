@@ -1,6 +1,7 @@
 //! Commands that talk to a running tracklake over its HTTP API.
 
 pub mod bench;
+mod bench_query;
 mod fake_data;
 pub mod lake;
 pub mod put;
