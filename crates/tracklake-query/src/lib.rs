@@ -46,8 +46,9 @@ pub struct QueryConfig {
     pub max_rows: usize,
     /// The database `events` lives in; unqualified names resolve here.
     pub database: String,
-    /// `s3://bucket/prefix/` → URL or local path, so Athena statements
-    /// written for S3 run unchanged against another store or a local lake.
+    /// `s3://bucket/prefix/` → URL or local path (relative: inside the data
+    /// directory), so Athena statements written for S3 run unchanged
+    /// against another store or a local lake.
     pub locations: BTreeMap<String, String>,
     /// Named reports added to (or replacing) the built-in ones.
     pub reports: BTreeMap<String, ReportConfig>,
@@ -143,6 +144,14 @@ impl Engine {
         );
         presto::register(&ctx);
         let table = table.filter(|_| config.fresh);
+        // Relative local paths in [query.locations] are inside the data dir.
+        let mut config = config.clone();
+        for target in config.locations.values_mut() {
+            if !target.contains("://") && std::path::Path::new(target.as_str()).is_relative() {
+                *target = data_dir.join(&*target).display().to_string();
+            }
+        }
+        let config = &config;
         let catalog = athena::Catalog::open(
             &ctx,
             data_dir.join("query"),

@@ -55,7 +55,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::open(&config, &args.data_dir, lake.clone(), None).await?);
     let count = engine.run("SELECT count(*) FROM events").await?;
     let rows = tracklake_query::to_json_rows(&count)?;
-    println!("lake: {} events in {} files", rows["rows"][0]["count(*)"], lake.live_files().await?.len());
+    println!(
+        "lake: {} events in {} files",
+        rows["rows"][0]["count(*)"],
+        lake.live_files().await?.len()
+    );
     let reports = Reports::new(engine.clone(), &args.data_dir);
     let names: Vec<String> = if args.reports.is_empty() {
         reports.list()["reports"]
@@ -67,7 +71,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         args.reports.clone()
     };
-    println!("{:<26} {:>9} {:>9} {:>9}  rows", "report", "min ms", "median", "max");
+    println!(
+        "{:<26} {:>9} {:>9} {:>9}  rows",
+        "report", "min ms", "median", "max"
+    );
     for name in names {
         let sql = reports.list()["reports"]
             .as_array()
@@ -99,7 +106,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// Seed-like events, day by day, one Parquet file per day.
 async fn make_lake(args: &Args, lake: &Lake) -> anyhow::Result<()> {
     let started = Instant::now();
-    let validator = Validator::with_devices(Rules::default(), Arc::new(DeviceDetector::new(100_000)?))?;
+    let validator =
+        Validator::with_devices(Rules::default(), Arc::new(DeviceDetector::new(100_000)?))?;
     let agents = user_agents();
     let now = Utc::now();
     let per_day = args.events.div_ceil(u64::from(args.days.max(1)));
@@ -109,17 +117,26 @@ async fn make_lake(args: &Args, lake: &Lake) -> anyhow::Result<()> {
         let n = per_day.min(args.events - made);
         let end = now - Days::days(i64::from(day));
         let mut rng = rand::rng();
-        let mut by_partition: std::collections::BTreeMap<String, Vec<tracklake_event::Event>> = Default::default();
+        let mut by_partition: std::collections::BTreeMap<String, Vec<tracklake_event::Event>> =
+            Default::default();
         for _ in 0..n {
             let user = rng.random_range(1..=args.users).to_string();
-            let kind = if rng.random_bool(0.3) { "login" } else { "material-view" };
-            let serde_json::Value::Object(map) = event(&mut rng, &agents, &user, kind, 1, end) else {
+            let kind = if rng.random_bool(0.3) {
+                "login"
+            } else {
+                "material-view"
+            };
+            let serde_json::Value::Object(map) = event(&mut rng, &agents, &user, kind, 1, end)
+            else {
                 unreachable!("events are objects")
             };
             let e = validator
                 .validate(map, &RequestContext::default(), now)
                 .map_err(|r| anyhow::anyhow!("a fake event was rejected: {r:?}"))?;
-            by_partition.entry(lake.partition(e.event_at)).or_default().push(e);
+            by_partition
+                .entry(lake.partition(e.event_at))
+                .or_default()
+                .push(e);
         }
         for (partition, events) in by_partition {
             let len = events.len();
@@ -129,10 +146,15 @@ async fn make_lake(args: &Args, lake: &Lake) -> anyhow::Result<()> {
             .await??;
             let (first, last) = (seq + 1, seq + len as u64);
             seq = last;
-            lake.publish(&lake.file_path(&partition, first, last), body.into()).await?;
+            lake.publish(&lake.file_path(&partition, first, last), body.into())
+                .await?;
         }
         made += n;
-        eprintln!("made {made} of {} events ({:.0} s)", args.events, started.elapsed().as_secs_f64());
+        eprintln!(
+            "made {made} of {} events ({:.0} s)",
+            args.events,
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

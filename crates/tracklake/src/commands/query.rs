@@ -65,7 +65,7 @@ enum Format {
 /// Where statements run.
 enum Runner {
     Local {
-        engine: Engine,
+        engine: Box<Engine>,
         table: Arc<EmbeddedTable>,
     },
     Remote(Api),
@@ -105,7 +105,10 @@ impl Runner {
         )
         .await
         .context("starting the query engine")?;
-        Ok(Runner::Local { engine, table })
+        Ok(Runner::Local {
+            engine: Box::new(engine),
+            table,
+        })
     }
 
     /// The answer as `{"columns", "rows", …}`, or the statement's error.
