@@ -173,3 +173,39 @@ async fn reports_are_kept_for_their_max_age_and_across_restarts() {
         first.computed_at
     );
 }
+
+/// Filters on `dt` and on `event_at` keep other days' files out of the plan.
+#[tokio::test]
+async fn filters_prune_partitions() {
+    use crate::fixture::day;
+    let setup = Setup::new(&events(), Format::Parquet).await;
+    let engine = setup.engine().await;
+    let files = |sql: String| {
+        let engine = &engine;
+        async move {
+            let plan = rows(&engine.run(&format!("EXPLAIN {sql}")).await.unwrap()).join("\n");
+            let mut days: Vec<String> = plan
+                .split("dt=")
+                .skip(1)
+                .map(|rest| rest[..10].to_owned())
+                .collect();
+            days.sort();
+            days.dedup();
+            days
+        }
+    };
+    let all = files("SELECT count(*) FROM events".into()).await;
+    assert_eq!(all.len(), 6, "{all:?}");
+    let one = files(format!(
+        "SELECT count(*) FROM events WHERE dt = '{}'",
+        day(5)
+    ))
+    .await;
+    assert_eq!(one, vec![day(5).to_string()]);
+    let recent = files(format!(
+        "SELECT count(*) FROM events WHERE event_at >= TIMESTAMP '{} 00:00:00'",
+        day(2)
+    ))
+    .await;
+    assert_eq!(recent, vec![day(2).to_string(), day(0).to_string()]);
+}
