@@ -27,6 +27,7 @@ async fn serve_on(listener: TcpListener) -> Server {
         ServerConfig::default(),
         None,
         None,
+        None,
     );
     app.set_ready(true);
     tokio::spawn(tracklake_server::serve(

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracklake_event::Event;
+use tracklake_metrics::names;
 use tracklake_table::Table;
 
 use crate::CompactionConfig;
@@ -271,6 +272,8 @@ impl Worker {
             let drained = batch.is_empty();
             if let Some(last) = batch.last() {
                 read = last.seq;
+                metrics::counter!(names::STREAM_BATCHES).increment(1);
+                metrics::histogram!(names::STREAM_RECORDS_SIZE).record(batch.len() as f64);
                 if since.is_none() {
                     since = Some(Instant::now());
                     let first = batch[0].event.received_at.timestamp_millis().max(1);

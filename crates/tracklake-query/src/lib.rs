@@ -25,6 +25,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracklake_delivery::Lake;
+use tracklake_metrics::names;
 use tracklake_table::Table;
 
 pub use events::{EVENTS_SCHEMA, partition_day};
@@ -174,6 +175,19 @@ impl Engine {
     /// Runs one statement: a query, or one of Athena's catalog statements.
     pub async fn run(&self, sql: &str) -> Result<Answer, Error> {
         let started = Instant::now();
+        let answer = self.run_timed(sql, started).await;
+        let outcome = match &answer {
+            Ok(_) => "ok",
+            Err(Error::Invalid(_)) => "invalid",
+            Err(Error::Timeout(_)) => "timeout",
+            Err(_) => "failed",
+        };
+        metrics::counter!(names::QUERIES, "outcome" => outcome).increment(1);
+        metrics::histogram!(names::QUERY_SECONDS).record(started.elapsed().as_secs_f64());
+        answer
+    }
+
+    async fn run_timed(&self, sql: &str, started: Instant) -> Result<Answer, Error> {
         let limit = Duration::from_secs(self.config.timeout_secs.max(1));
         let work = async {
             if let Some(batches) = self.catalog.run(&self.ctx, sql).await? {

@@ -3,6 +3,7 @@
 //! `GET /v1/reports/{name}`) and health checks, on axum.
 
 mod client;
+mod count;
 mod error;
 mod routes;
 
@@ -82,6 +83,7 @@ pub struct App {
     pub config: ServerConfig,
     pub pipeline: Option<Arc<dyn Pipeline>>,
     pub sql: Option<Arc<dyn Sql>>,
+    pub monitor: Option<Arc<tracklake_metrics::Monitor>>,
     ready: AtomicBool,
 }
 
@@ -92,6 +94,7 @@ impl App {
         config: ServerConfig,
         pipeline: Option<Arc<dyn Pipeline>>,
         sql: Option<Arc<dyn Sql>>,
+        monitor: Option<Arc<tracklake_metrics::Monitor>>,
     ) -> Arc<Self> {
         Arc::new(App {
             table,
@@ -99,6 +102,7 @@ impl App {
             config,
             pipeline,
             sql,
+            monitor,
             ready: AtomicBool::new(false),
         })
     }
@@ -129,8 +133,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/reports", get(routes::query::reports))
         .route("/v1/reports/{name}", get(routes::query::report))
         .route("/v1/status", get(routes::health::status))
+        .route("/v1/metrics/history", get(routes::monitor::history))
+        .route("/v1/alarms", get(routes::monitor::alarms))
+        .route("/metrics", get(routes::monitor::metrics))
+        .route("/", get(routes::monitor::page))
+        .route("/assets/{name}", get(routes::monitor::asset))
         .route("/healthz", get(routes::health::live))
         .route("/readyz", get(routes::health::ready))
+        .route_layer(axum::middleware::from_fn(routes::monitor::track))
         .fallback(routes::health::not_found)
         .method_not_allowed_fallback(routes::health::method_not_allowed)
         // Clients may gzip their batches (`Content-Encoding: gzip`); the body

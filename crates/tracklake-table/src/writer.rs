@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use fjall::PersistMode;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracklake_event::Event;
+use tracklake_metrics::names;
 
 use crate::embedded::Keyspaces;
 use crate::keys::{decode_row, id_key, row_key, row_value, seq_key, time_bytes, time_from_bytes};
@@ -36,6 +37,8 @@ pub(crate) enum Command {
 enum Written {
     Group {
         last_seq: u64,
+        /// When the group's write began: commit latency runs to its fsync.
+        started: std::time::Instant,
         replies: Vec<(Reply, Result<Vec<PutOutcome>, Error>)>,
     },
     Stop(oneshot::Sender<Result<(), Error>>),
@@ -89,6 +92,7 @@ impl Writer {
                 }
             }
             if !group.is_empty() {
+                metrics::histogram!(names::TABLE_GROUP_EVENTS).record(queued as f64);
                 let written = self.write(group);
                 if written_tx.send(written).is_err() {
                     return;
@@ -102,6 +106,7 @@ impl Writer {
     }
 
     fn write(&mut self, group: Vec<(Vec<Encoded>, Reply)>) -> Written {
+        let started = std::time::Instant::now();
         let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
         let outcomes = if self.healthy.load(Ordering::Acquire) {
             self.write_batch(batches)
@@ -128,6 +133,7 @@ impl Writer {
         };
         Written::Group {
             last_seq: self.last_seq,
+            started,
             replies,
         }
     }
@@ -220,8 +226,14 @@ impl Syncer {
             };
             for written in pending {
                 match written {
-                    Written::Group { last_seq, replies } => {
+                    Written::Group {
+                        last_seq,
+                        started,
+                        replies,
+                    } => {
                         if synced.is_ok() {
+                            metrics::histogram!(names::TABLE_COMMIT_SECONDS)
+                                .record(started.elapsed().as_secs_f64());
                             self.durable.send_if_modified(|d| {
                                 let newer = last_seq > *d;
                                 *d = (*d).max(last_seq);

@@ -10,6 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tracklake_delivery::{CompactionConfig, DeliveryConfig, LakeConfig, StreamConfig};
 use tracklake_event::Rules;
+use tracklake_metrics::{AlarmsConfig, HistoryConfig};
 use tracklake_query::QueryConfig;
 use tracklake_server::ServerConfig;
 use tracklake_table::TableConfig;
@@ -27,6 +28,8 @@ pub struct Config {
     pub lake: LakeConfig,
     pub compaction: CompactionConfig,
     pub query: QueryConfig,
+    pub metrics: HistoryConfig,
+    pub alarms: AlarmsConfig,
     pub log: LogConfig,
 }
 
@@ -42,6 +45,8 @@ impl Default for Config {
             lake: LakeConfig::default(),
             compaction: CompactionConfig::default(),
             query: QueryConfig::default(),
+            metrics: HistoryConfig::default(),
+            alarms: AlarmsConfig::default(),
             log: LogConfig::default(),
         }
     }

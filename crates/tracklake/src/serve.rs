@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracklake_delivery::{Delivery, Lake};
 use tracklake_event::Validator;
+use tracklake_metrics::{Alarms, Exporter, History, Monitor, names};
 use tracklake_query::{Engine, Error as QueryError, ReportError, Reports, to_json_rows};
 use tracklake_server::{App, BoxFuture, Pipeline, Sql, SqlError};
 use tracklake_table::{EmbeddedTable, Table};
@@ -60,6 +61,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("starting the query engine")?,
     );
     let reports = Reports::new(engine.clone(), &config.data_dir);
+    let monitor = Arc::new(Monitor {
+        exporter: Exporter::install().map_err(anyhow::Error::msg)?,
+        history: History::open(config.data_dir.join("metrics"), config.metrics.clone())
+            .context("opening the metrics history")?,
+        alarms: Alarms::new(&config.alarms).map_err(anyhow::Error::msg)?,
+        refresh: {
+            let delivery = delivery.clone();
+            Box::new(move || record_delivery(&delivery))
+        },
+    });
+    let (stop_monitor, monitor_stopping) = tokio::sync::watch::channel(false);
+    let monitor_task = tokio::spawn(monitor.clone().run(monitor_stopping));
     let sql = Arc::new(SqlView { engine, reports });
     let app = App::new(
         table.clone(),
@@ -67,6 +80,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.server.clone(),
         Some(pipeline),
         Some(sql),
+        Some(monitor),
     );
     app.set_ready(true);
 
@@ -99,6 +113,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Err(e) = delivery.stop().await {
         tracing::error!(error = %e, "delivery did not finish; it resumes at the next start");
     }
+    let _ = stop_monitor.send(true);
+    let _ = monitor_task.await;
     table.close().await.context("flushing the table")?;
     tracing::info!("stopped");
     Ok(())
@@ -116,6 +132,21 @@ impl Pipeline for DeliveryView {
     fn status(&self) -> serde_json::Value {
         self.0.status_json()
     }
+}
+
+/// Copies delivery's own counters into the metrics, before each sample.
+fn record_delivery(delivery: &Delivery) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let status = delivery.status();
+    let lag = delivery.lag();
+    metrics::counter!(names::DELIVERY_RECORDS).absolute(status.records.load(Relaxed));
+    metrics::counter!(names::DELIVERY_BYTES).absolute(status.bytes.load(Relaxed));
+    metrics::counter!(names::DELIVERY_FILES).absolute(status.files.load(Relaxed));
+    metrics::counter!(names::DELIVERY_FAILED_PUTS).absolute(status.failed_puts.load(Relaxed));
+    metrics::counter!(names::COMPACTIONS).absolute(status.compactions.load(Relaxed));
+    metrics::counter!(names::COMPACTED_FILES).absolute(status.compacted_files.load(Relaxed));
+    metrics::gauge!(names::DELIVERY_LAG_EVENTS).set(lag.events as f64);
+    metrics::gauge!(names::DELIVERY_LAG_SECONDS).set(lag.seconds as f64);
 }
 
 /// What the API sees of the query engine and the reports.

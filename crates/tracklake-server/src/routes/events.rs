@@ -57,6 +57,10 @@ pub async fn post(
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             })??
     };
+    match &parsed {
+        Parsed::One(one) => crate::count::validated([one.as_ref()]),
+        Parsed::Many(items) => crate::count::validated(items),
+    }
     match parsed {
         Parsed::One(one) => match *one {
             Err(rejection) => Ok(ApiError::rejected(rejection)),
@@ -67,7 +71,9 @@ pub async fn post(
 }
 
 async fn store_one(app: &App, event: Event) -> Result<Response, ApiError> {
-    Ok(match app.table.put(vec![event]).await?.pop() {
+    let mut outcomes = app.table.put(vec![event]).await?;
+    crate::count::stored(&outcomes);
+    Ok(match outcomes.pop() {
         Some(PutOutcome::Stored(e)) => (StatusCode::CREATED, Json(e)).into_response(),
         Some(PutOutcome::Duplicate(e)) => (StatusCode::OK, Json(e)).into_response(),
         None => ApiError::new(
@@ -174,7 +180,9 @@ async fn store_batch(
     let rejected = results.len() - accepted.len();
     let (mut stored, mut duplicate) = (0, 0);
     if !accepted.is_empty() {
-        for (slot, outcome) in slots.into_iter().zip(app.table.put(accepted).await?) {
+        let outcomes = app.table.put(accepted).await?;
+        crate::count::stored(&outcomes);
+        for (slot, outcome) in slots.into_iter().zip(outcomes) {
             results[slot] = match outcome {
                 PutOutcome::Stored(e) => {
                     stored += 1;

@@ -1,5 +1,6 @@
 pub mod events;
 pub mod health;
+pub mod monitor;
 pub mod query;
 pub mod segment;
 pub mod users;

@@ -106,15 +106,17 @@ pub async fn post(
         } else {
             to_event(&kind, &message).and_then(|map| app.validator.validate(map, &ctx, now))
         };
+        crate::count::validated([&outcome]);
         match outcome {
             Ok(event) => events.push(event),
             Err(r) => rejected.push(r),
         }
     }
-    if !events.is_empty()
-        && let Err(e) = app.table.put(events).await
-    {
-        return failure(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    if !events.is_empty() {
+        match app.table.put(events).await {
+            Ok(outcomes) => crate::count::stored(&outcomes),
+            Err(e) => return failure(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
     }
     if let Some(first) = rejected.first() {
         let field = first

@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod docs;
 mod lake;
+mod monitor;
 mod query;
 mod rails;
 mod s3;

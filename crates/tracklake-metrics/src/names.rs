@@ -1,0 +1,119 @@
+//! Every metric's name, in one place, with its description and unit.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+pub const EVENTS_RECEIVED: &str = "tracklake_events_received_total";
+pub const EVENTS_STORED: &str = "tracklake_events_stored_total";
+pub const EVENTS_DUPLICATE: &str = "tracklake_events_duplicate_total";
+pub const EVENTS_REJECTED: &str = "tracklake_events_rejected_total";
+pub const TABLE_COMMIT_SECONDS: &str = "tracklake_table_commit_seconds";
+pub const TABLE_GROUP_EVENTS: &str = "tracklake_table_group_events";
+pub const STREAM_BATCHES: &str = "tracklake_stream_batches_total";
+pub const STREAM_RECORDS_SIZE: &str = "tracklake_stream_records_size";
+pub const DELIVERY_RECORDS: &str = "tracklake_delivery_records_total";
+pub const DELIVERY_BYTES: &str = "tracklake_delivery_bytes_total";
+pub const DELIVERY_FILES: &str = "tracklake_delivery_files_total";
+pub const DELIVERY_FAILED_PUTS: &str = "tracklake_delivery_failed_put_count_total";
+pub const DELIVERY_LAG_EVENTS: &str = "tracklake_delivery_lag_events";
+pub const DELIVERY_LAG_SECONDS: &str = "tracklake_delivery_lag_seconds";
+pub const COMPACTIONS: &str = "tracklake_compactions_total";
+pub const COMPACTED_FILES: &str = "tracklake_compacted_files_total";
+pub const QUERIES: &str = "tracklake_queries_total";
+pub const QUERY_SECONDS: &str = "tracklake_query_seconds";
+pub const HTTP_REQUESTS: &str = "tracklake_http_requests_total";
+pub const HTTP_SECONDS: &str = "tracklake_http_request_seconds";
+pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
+pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
+
+pub fn describe() {
+    describe_counter!(
+        EVENTS_RECEIVED,
+        Unit::Count,
+        "Events in ingest requests, before validation"
+    );
+    describe_counter!(
+        EVENTS_STORED,
+        Unit::Count,
+        "Events newly stored in the table (durable)"
+    );
+    describe_counter!(
+        EVENTS_DUPLICATE,
+        Unit::Count,
+        "Events already stored (same user and event_id)"
+    );
+    describe_counter!(
+        EVENTS_REJECTED,
+        Unit::Count,
+        "Events rejected by validation, by reason (code)"
+    );
+    describe_histogram!(
+        TABLE_COMMIT_SECONDS,
+        Unit::Seconds,
+        "Table group commit: write and fsync"
+    );
+    describe_histogram!(
+        TABLE_GROUP_EVENTS,
+        Unit::Count,
+        "Events per table group commit"
+    );
+    describe_counter!(
+        STREAM_BATCHES,
+        Unit::Count,
+        "Change-stream batches read by delivery"
+    );
+    describe_histogram!(
+        STREAM_RECORDS_SIZE,
+        Unit::Count,
+        "Records per change-stream batch (the article's records_size)"
+    );
+    describe_counter!(
+        DELIVERY_RECORDS,
+        Unit::Count,
+        "Records delivered to the lake"
+    );
+    describe_counter!(DELIVERY_BYTES, Unit::Bytes, "Bytes of lake files published");
+    describe_counter!(DELIVERY_FILES, Unit::Count, "Lake files published");
+    describe_counter!(
+        DELIVERY_FAILED_PUTS,
+        Unit::Count,
+        "Failed lake file uploads (the article's failed_put_count)"
+    );
+    describe_gauge!(
+        DELIVERY_LAG_EVENTS,
+        Unit::Count,
+        "Events stored but not yet in the lake"
+    );
+    describe_gauge!(
+        DELIVERY_LAG_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest event not yet in the lake"
+    );
+    describe_counter!(COMPACTIONS, Unit::Count, "Compactions of small lake files");
+    describe_counter!(
+        COMPACTED_FILES,
+        Unit::Count,
+        "Lake files merged away by compaction"
+    );
+    describe_counter!(
+        QUERIES,
+        Unit::Count,
+        "SQL statements run, by outcome (ok, invalid, failed, timeout)"
+    );
+    describe_histogram!(QUERY_SECONDS, Unit::Seconds, "SQL statement latency");
+    describe_counter!(
+        HTTP_REQUESTS,
+        Unit::Count,
+        "HTTP requests by route, method and status"
+    );
+    describe_histogram!(HTTP_SECONDS, Unit::Seconds, "HTTP request latency by route");
+    describe_gauge!(
+        PROCESS_RSS,
+        Unit::Bytes,
+        "Resident memory of the tracklake process"
+    );
+    describe_gauge!(
+        PROCESS_CPU,
+        Unit::Seconds,
+        "CPU time (user + system) of the tracklake process so far"
+    );
+}

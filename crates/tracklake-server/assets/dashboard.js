@@ -1,0 +1,206 @@
+// The dashboard: pipeline charts from /v1/metrics/history, analytics from
+// /v1/reports, alarm states from /v1/alarms, a user lookup over
+// /v1/users/{id}/events. Charts are uPlot (shipped in the binary).
+// Refreshes every 15 s. #selfcheck holds what each chart drew, for tests.
+"use strict";
+
+const REFRESH_MS = 15000;
+const errors = [];
+window.addEventListener("error", (e) => errors.push(String(e.message)));
+window.addEventListener("unhandledrejection", (e) => errors.push(String(e.reason)));
+const drawn = {};
+let lookupRows = null;
+
+// Each chart: [title, [[series or metric name, label], …]]. Counters show
+// their increase per interval; a counter never incremented is a zero line.
+const PIPELINE = {
+  incoming: ["Incoming records (events received)", [["tracklake_events_received_total", "received"]]],
+  stored: ["Records stored in the table", [["tracklake_events_stored_total", "stored"], ["tracklake_events_duplicate_total", "duplicate"]]],
+  streamed: ["Records streamed to delivery", [["tracklake_stream_records_size_sum", "records"]]],
+  delivered: ["Records delivered to the lake", [["tracklake_delivery_records_total", "records"]]],
+  rejected: ["Rejected events", [["tracklake_events_rejected_total", "rejected"]]],
+  failures: ["Failed lake uploads (failed_put_count)", [["tracklake_delivery_failed_put_count_total", "failed"]]],
+  lag: ["Delivery lag", [["tracklake_delivery_lag_events", "events"], ["tracklake_delivery_lag_seconds", "seconds"]]],
+  latency: ["Ingest latency, ms (average per interval)", [["commit", "table commit"], ["http", "POST /v1/events"]]],
+};
+const RATIOS = {
+  commit: ["tracklake_table_commit_seconds_sum", "tracklake_table_commit_seconds_count"],
+  http: ['tracklake_http_request_seconds_sum{route="/v1/events"}', 'tracklake_http_request_seconds_count{route="/v1/events"}'],
+};
+const COLORS = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626"];
+
+async function getJson(path) {
+  const r = await fetch(path);
+  if (!r.ok) throw new Error(`${path}: ${r.status}`);
+  return r.json();
+}
+
+function card(parent, id, title) {
+  let el = document.getElementById(id);
+  if (!el) {
+    el = document.createElement("div");
+    el.className = "card";
+    el.id = id;
+    el.innerHTML = `<h3></h3><div class="chart"></div>`;
+    el.querySelector("h3").textContent = title;
+    parent.appendChild(el);
+  }
+  return el.querySelector(".chart");
+}
+
+function plot(target, id, opts, data) {
+  target.innerHTML = "";
+  const points = data.slice(1).reduce((n, s) => n + s.filter((v) => v != null).length, 0);
+  drawn[id] = points;
+  if (!data[0].length) {
+    target.innerHTML = `<p class="empty">no data yet</p>`;
+    return;
+  }
+  const width = Math.max(target.clientWidth, 280);
+  new uPlot({ width, height: 200, legend: { live: false }, ...opts }, data, target);
+}
+
+function seriesOpts(labels, extra = {}) {
+  return [{}, ...labels.map((label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 2, ...extra }))];
+}
+
+async function refreshPipeline() {
+  const history = await getJson("/v1/metrics/history");
+  document.getElementById("interval").textContent =
+    history.interval_secs === 60 ? "minute" : `${history.interval_secs} s`;
+  // values[series or metric][time]: a metric's labelled series add up.
+  const values = {};
+  const times = new Set();
+  const add = (key, kind, t, v) => {
+    values[key] ??= { kind, at: {} };
+    values[key].at[t] = (values[key].at[t] ?? 0) + v;
+  };
+  for (const s of history.series) {
+    const metric = s.name.split("{")[0];
+    for (const [t, v] of s.points) {
+      times.add(t);
+      add(s.name, s.kind, t, v);
+      if (metric !== s.name) add(metric, s.kind, t, v);
+    }
+  }
+  const xs = [...times].sort((a, b) => a - b);
+  const column = (name) => {
+    const v = values[name];
+    if (name in RATIOS) {
+      const [sum, count] = RATIOS[name].map((n) => values[n]?.at ?? {});
+      return xs.map((t) => (count[t] > 0 ? (1000 * sum[t]) / count[t] : null));
+    }
+    // A metric absent from the history was never recorded: zero increases.
+    if (!v) return xs.map(() => (name.endsWith("_total") || name.endsWith("_sum") ? 0 : null));
+    return xs.map((t) => v.at[t] ?? (v.kind === "counter" ? 0 : null));
+  };
+  const parent = document.getElementById("pipeline");
+  for (const [id, [title, series]] of Object.entries(PIPELINE)) {
+    const data = [xs, ...series.map(([name]) => column(name))];
+    plot(card(parent, `chart-${id}`, title), id, { series: seriesOpts(series.map(([, l]) => l)) }, data);
+  }
+}
+
+function categories(target, id, labels, series, names) {
+  const xs = labels.map((_, i) => i);
+  const opts = {
+    scales: { x: { time: false, range: [-0.5, Math.max(labels.length - 0.5, 0.5)] } },
+    axes: [{ values: (u, ticks) => ticks.map((i) => labels[i] ?? ""), incrs: [1], gap: 4 }, {}],
+    series: seriesOpts(names, { fill: "rgba(37,99,235,.35)", paths: uPlot.paths.bars({ size: [0.7, 60] }), points: { show: false } }),
+  };
+  plot(target, id, opts, [xs, ...series]);
+}
+
+function table(target, id, report) {
+  drawn[id] = report.rows.length;
+  if (!report.rows.length) {
+    target.innerHTML = `<p class="empty">none in this window</p>`;
+    return;
+  }
+  const cols = report.columns.map((c) => c.name);
+  const esc = (v) => String(v ?? "").replace(/[&<>]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;" })[c]);
+  target.innerHTML = `<div class="scroll"><table><tr>${cols.map((c) => `<th>${esc(c)}</th>`).join("")}</tr>${report.rows
+    .map((r) => `<tr>${cols.map((c) => `<td>${esc(r[c])}</td>`).join("")}</tr>`)
+    .join("")}</table></div>`;
+}
+
+async function refreshAnalytics() {
+  const parent = document.getElementById("analytics");
+  const get = (name) => getJson(`/v1/reports/${name}`);
+  const [logins, perType, dau, types, os, browsers, sharing, scraping] = await Promise.all(
+    ["logins_per_day", "events_per_type_per_day", "daily_active_users", "device_types", "device_os",
+     "device_browsers", "account_sharing", "possible_scraping"].map(get));
+  categories(card(parent, "chart-logins", "Logins per day (last 7 days)"), "logins",
+    logins.rows.map((r) => r.day.slice(5)), [logins.rows.map((r) => r.logins)], ["logins"]);
+  const days = [...new Set(perType.rows.map((r) => r.day))].sort();
+  const kinds = [...new Set(perType.rows.map((r) => r.event_type))].sort();
+  const byType = kinds.map((k) => days.map((d) => perType.rows.find((r) => r.day === d && r.event_type === k)?.events ?? 0));
+  categories(card(parent, "chart-types", "Events by type per day"), "types", days.map((d) => d.slice(5)), byType, kinds);
+  categories(card(parent, "chart-dau", "Daily active users (30 days)"), "dau",
+    dau.rows.map((r) => r.day.slice(5)), [dau.rows.map((r) => r.users)], ["users"]);
+  for (const [id, title, report, key] of [
+    ["devices", "Device types (7 days)", types, "device_type"],
+    ["os", "Operating systems (7 days)", os, "os"],
+    ["browsers", "Browsers (7 days)", browsers, "browser"],
+  ]) {
+    const rows = report.rows.slice(0, 8);
+    categories(card(parent, `chart-${id}`, title), id, rows.map((r) => r[key]), [rows.map((r) => r.events)], ["events"]);
+  }
+  table(card(parent, "table-sharing", "Possible account sharing"), "sharing", sharing);
+  table(card(parent, "table-scraping", "Possible scraping"), "scraping", scraping);
+}
+
+async function refreshHeader() {
+  const [status, alarms] = await Promise.all([getJson("/v1/status"), getJson("/v1/alarms")]);
+  const d = status.delivery ?? {};
+  document.getElementById("health").textContent =
+    `${status.ready ? "ready" : "not ready"} · ${status.table?.last_seq ?? 0} events stored · lake lag ${d.lag_events ?? 0} events / ${d.lag_seconds ?? 0} s`;
+  const el = document.getElementById("alarms");
+  el.innerHTML = "";
+  for (const a of alarms.alarms) {
+    const span = document.createElement("span");
+    span.className = `alarm ${a.state}`;
+    span.title = `${a.description}\n${a.reason}`;
+    span.textContent = `${a.name}: ${a.state}`;
+    el.appendChild(span);
+  }
+  drawn.alarms = alarms.alarms.length;
+}
+
+async function lookup(user) {
+  const target = document.getElementById("activity");
+  const page = await getJson(`/v1/users/${encodeURIComponent(user)}/events?limit=20`);
+  lookupRows = page.events.length;
+  if (!page.events.length) {
+    target.innerHTML = `<p class="empty">no events for user ${user.replace(/[&<>]/g, "")}</p>`;
+    return;
+  }
+  const esc = (v) => String(v ?? "").replace(/[&<>]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;" })[c]);
+  const dev = (e) => e.device ?? {};
+  target.innerHTML = `<table><tr><th>time</th><th>type</th><th>IP</th><th>device</th><th>browser</th><th>OS</th></tr>${page.events
+    .map((e) => `<tr><td>${esc(e.event_at)}</td><td>${esc(e.event_type)}</td><td>${esc(e.ip_address)}</td><td>${esc(dev(e).type)}</td>` +
+      `<td>${esc([dev(e).browser, dev(e).browser_version].filter(Boolean).join(" "))}</td><td>${esc([dev(e).os, dev(e).os_version].filter(Boolean).join(" "))}</td></tr>`)
+    .join("")}</table>`;
+}
+
+async function refresh() {
+  const results = await Promise.allSettled([refreshHeader(), refreshPipeline(), refreshAnalytics()]);
+  for (const r of results) if (r.status === "rejected") errors.push(String(r.reason));
+  document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  document.getElementById("selfcheck").textContent = JSON.stringify({ drawn, lookup: lookupRows, errors });
+}
+
+document.getElementById("lookup").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const user = document.getElementById("user").value.trim();
+  if (user) lookup(user).catch((err) => errors.push(String(err)));
+});
+const initialUser = new URLSearchParams(location.search).get("user");
+(async () => {
+  if (initialUser) {
+    document.getElementById("user").value = initialUser;
+    await lookup(initialUser).catch((err) => errors.push(String(err)));
+  }
+  await refresh();
+  setInterval(refresh, REFRESH_MS);
+})();
