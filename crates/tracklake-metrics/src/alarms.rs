@@ -272,7 +272,12 @@ impl Alarms {
                     "metric": rule.metric,
                     "threshold": rule.threshold,
                 });
-                tracing::warn!(alarm = %rule.name, old_state = ?status.state, new_state = ?next, reason = %reason, "alarm state changed");
+                let (old_name, new_name) = (state_name(status.state), state_name(next));
+                if next == State::Alarm {
+                    tracing::warn!(alarm = %rule.name, old_state = old_name, new_state = new_name, reason = %reason, "alarm state changed");
+                } else {
+                    tracing::info!(alarm = %rule.name, old_state = old_name, new_state = new_name, reason = %reason, "alarm state changed");
+                }
                 status.state = next;
                 status.reason = reason;
                 status.since = at;
@@ -311,6 +316,14 @@ impl Alarms {
     pub fn to_json(&self) -> Value {
         let statuses = self.statuses.lock().expect("alarms lock");
         json!({ "alarms": *statuses })
+    }
+}
+
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Ok => "OK",
+        State::Alarm => "ALARM",
+        State::InsufficientData => "INSUFFICIENT_DATA",
     }
 }
 

@@ -25,6 +25,32 @@ pub const HTTP_SECONDS: &str = "tracklake_http_request_seconds";
 pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
 pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
 
+/// Every name above, for checks that dashboards use real metrics.
+pub const ALL: [&str; 22] = [
+    EVENTS_RECEIVED,
+    EVENTS_STORED,
+    EVENTS_DUPLICATE,
+    EVENTS_REJECTED,
+    TABLE_COMMIT_SECONDS,
+    TABLE_GROUP_EVENTS,
+    STREAM_BATCHES,
+    STREAM_RECORDS_SIZE,
+    DELIVERY_RECORDS,
+    DELIVERY_BYTES,
+    DELIVERY_FILES,
+    DELIVERY_FAILED_PUTS,
+    DELIVERY_LAG_EVENTS,
+    DELIVERY_LAG_SECONDS,
+    COMPACTIONS,
+    COMPACTED_FILES,
+    QUERIES,
+    QUERY_SECONDS,
+    HTTP_REQUESTS,
+    HTTP_SECONDS,
+    PROCESS_RSS,
+    PROCESS_CPU,
+];
+
 pub fn describe() {
     describe_counter!(
         EVENTS_RECEIVED,
@@ -116,4 +142,62 @@ pub fn describe() {
         Unit::Seconds,
         "CPU time (user + system) of the tracklake process so far"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ALL;
+
+    /// The metric names a dashboard's queries use, histogram parts folded.
+    fn used(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for (i, _) in text
+            .match_indices("tracklake_")
+            .chain(text.match_indices("process_"))
+        {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .map_or(name.clone(), str::to_owned);
+            names.push(name);
+        }
+        names
+    }
+
+    #[test]
+    fn dashboards_use_only_real_metrics() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        for file in [
+            "docs/grafana/tracklake.json",
+            "crates/tracklake-server/assets/dashboard.js",
+            "docs/METRICS.md",
+        ] {
+            let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+            if file.ends_with(".json") {
+                let _: serde_json::Value =
+                    serde_json::from_str(&text).expect("the Grafana dashboard is JSON");
+            }
+            let unknown: Vec<String> = used(&text)
+                .into_iter()
+                .filter(|n| !ALL.contains(&n.as_str()))
+                .collect();
+            assert!(
+                unknown.is_empty(),
+                "{file} uses unknown metrics: {unknown:?}"
+            );
+        }
+        let grafana =
+            std::fs::read_to_string(format!("{root}/docs/grafana/tracklake.json")).unwrap();
+        for name in [
+            super::EVENTS_RECEIVED,
+            super::DELIVERY_RECORDS,
+            super::DELIVERY_LAG_SECONDS,
+        ] {
+            assert!(grafana.contains(name), "the Grafana dashboard lacks {name}");
+        }
+    }
 }

@@ -60,6 +60,11 @@ function plot(target, id, opts, data) {
   new uPlot({ width, height: 200, legend: { live: false }, ...opts }, data, target);
 }
 
+const clock = (t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+const TIME_AXES = [{ values: (u, ticks) => ticks.map(clock) }, {}];
+// Counts start at zero, so bar heights compare honestly.
+const FROM_ZERO = { y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } };
+
 function seriesOpts(labels, extra = {}) {
   return [{}, ...labels.map((label, i) => ({ label, stroke: COLORS[i % COLORS.length], width: 2, ...extra }))];
 }
@@ -97,16 +102,21 @@ async function refreshPipeline() {
   const parent = document.getElementById("pipeline");
   for (const [id, [title, series]] of Object.entries(PIPELINE)) {
     const data = [xs, ...series.map(([name]) => column(name))];
-    plot(card(parent, `chart-${id}`, title), id, { series: seriesOpts(series.map(([, l]) => l)) }, data);
+    plot(card(parent, `chart-${id}`, title), id, { axes: TIME_AXES, series: seriesOpts(series.map(([, l]) => l)) }, data);
   }
 }
 
+// Values over named categories (days, devices): bars, or lines when
+// several series share the categories.
 function categories(target, id, labels, series, names) {
   const xs = labels.map((_, i) => i);
+  const bars = series.length === 1;
   const opts = {
-    scales: { x: { time: false, range: [-0.5, Math.max(labels.length - 0.5, 0.5)] } },
+    scales: { x: { time: false, range: [-0.5, Math.max(labels.length - 0.5, 0.5)] }, ...FROM_ZERO },
     axes: [{ values: (u, ticks) => ticks.map((i) => labels[i] ?? ""), incrs: [1], gap: 4 }, {}],
-    series: seriesOpts(names, { fill: "rgba(37,99,235,.35)", paths: uPlot.paths.bars({ size: [0.7, 60] }), points: { show: false } }),
+    series: seriesOpts(names, bars
+      ? { fill: "rgba(37,99,235,.35)", paths: uPlot.paths.bars({ size: [0.7, 60] }), points: { show: false } }
+      : {}),
   };
   plot(target, id, opts, [xs, ...series]);
 }
