@@ -56,7 +56,7 @@ function plot(target, id, opts, data) {
     target.innerHTML = `<p class="empty">no data yet</p>`;
     return;
   }
-  const width = Math.max(target.clientWidth, 280);
+  const width = Math.max(target.clientWidth, 200);
   new uPlot({ width, height: 200, legend: { live: false }, ...opts }, data, target);
 }
 

@@ -294,14 +294,18 @@ async fn the_dashboard_draws_every_chart_in_a_real_browser() {
     let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
     assert!(console.is_empty(), "the console was not quiet: {console:?}");
 
-    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
-    let _ = std::fs::remove_file(&shot);
-    browse(&[&format!("--screenshot={}", shot.display())]);
-    assert!(
-        std::fs::metadata(&shot)
-            .map(|m| m.len() > 10_000)
-            .unwrap_or(false),
-        "no screenshot at {}",
-        shot.display()
-    );
+    // Screenshots at a laptop's width and a phone's, for a person to look at.
+    for (name, size) in [
+        ("dashboard.png", "1280,2600"),
+        ("dashboard-phone.png", "390,5200"),
+    ] {
+        let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+        let _ = std::fs::remove_file(&shot);
+        browse(&[
+            &format!("--screenshot={}", shot.display()),
+            &format!("--window-size={size}"),
+        ]);
+        let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 10_000, "no screenshot at {}", shot.display());
+    }
 }
