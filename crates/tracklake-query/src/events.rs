@@ -2,11 +2,12 @@
 //! accepted events the delivery has not yet published, each counted once.
 //!
 //! One consistent snapshot per scan: the lake's committed checkpoint `C`,
-//! the change log after `C` (the fresh events), and the lake files whose
-//! change range ends at or before `C`. Files published past `C` belong to an
-//! unfinished delivery and their events are among the fresh ones; files a
-//! finished compaction covers are skipped. If the checkpoint moves while the
-//! snapshot is taken (a delivery committed and trimmed), it is taken again.
+//! the change log after `C` (the fresh events, up to `H`), and every live
+//! lake file except those whose change range meets `(C, H]`: such a file
+//! belongs to an unfinished delivery and its events are among the fresh ones.
+//! Files a finished compaction covers are skipped. If the checkpoint moves
+//! while the snapshot is taken (a delivery committed and trimmed), it is
+//! taken again.
 
 use std::io::Read;
 use std::sync::{Arc, LazyLock};
@@ -84,7 +85,7 @@ impl EventsTable {
     async fn snapshot(&self, range: DateRange) -> Result<Snapshot> {
         let Some(table) = &self.table else {
             return Ok(Snapshot {
-                files: self.files(u64::MAX, range).await?,
+                files: self.files(None, range).await?,
                 fresh: Vec::new(),
             });
         };
@@ -107,8 +108,9 @@ impl EventsTable {
                 );
             }
             if checkpoint(table.as_ref()).await? == committed {
+                let unpublished = (after > committed).then_some((committed + 1, after));
                 return Ok(Snapshot {
-                    files: self.files(committed, range).await?,
+                    files: self.files(unpublished, range).await?,
                     fresh,
                 });
             }
@@ -118,19 +120,22 @@ impl EventsTable {
         ))
     }
 
-    /// Live lake files committed through `committed`, in `range`.
+    /// Live lake files in `range`, except those holding changes of the
+    /// `unpublished` range (read from the change log instead).
     async fn files(
         &self,
-        committed: u64,
+        unpublished: Option<(u64, u64)>,
         range: DateRange,
     ) -> Result<Vec<(ObjectMeta, NaiveDate)>> {
         let files = self.lake.live_files().await.map_err(external)?;
+        let overlaps =
+            |first: u64, last: u64| unpublished.is_some_and(|(lo, hi)| first <= hi && last >= lo);
         Ok(files
             .into_iter()
             .filter_map(|meta| {
                 let name = tracklake_delivery::FileName::parse(&meta.location)?;
                 let day = partition_day(&name.partition)?;
-                (name.last <= committed && range.contains(day)).then_some((meta, day))
+                (!overlaps(name.first, name.last) && range.contains(day)).then_some((meta, day))
             })
             .collect())
     }

@@ -46,6 +46,15 @@ async fn fresh_events_are_counted_once() {
         .unwrap();
     let sql = "SELECT count(*), count(DISTINCT event_id) FROM events";
     assert_eq!(count(&engine, sql).await, "80|80");
+
+    // A delivery that published the fresh events but crashed before its
+    // commit: the file is there, the events still count once.
+    let refs: Vec<_> = fresh.iter().collect();
+    let body = tracklake_delivery::encode(&refs, Format::Parquet, false).unwrap();
+    let in_flight = lake.file_path(&lake.partition(fresh[0].event_at), 51, 80);
+    lake.publish(&in_flight, body.into()).await.unwrap();
+    assert_eq!(count(&engine, sql).await, "80|80");
+    lake.delete(&in_flight).await.unwrap();
     let lake_only = QueryConfig {
         fresh: false,
         ..QueryConfig::default()
@@ -208,4 +217,23 @@ async fn filters_prune_partitions() {
     ))
     .await;
     assert_eq!(recent, vec![day(2).to_string(), day(0).to_string()]);
+}
+
+/// A lake written by another table (say the table directory was wiped, or
+/// the lake was copied in): every file counts, as the table has no claim on it.
+#[tokio::test]
+async fn a_lake_without_a_checkpoint_is_read_whole() {
+    let setup = Setup::new(&events(), Format::Parquet).await;
+    let table: Arc<dyn Table> = Arc::new(
+        EmbeddedTable::open(&setup.dir.path().join("table"), &TableConfig::default()).unwrap(),
+    );
+    let engine = Engine::open(
+        &setup.config,
+        setup.dir.path(),
+        setup.lake.clone(),
+        Some(table),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&engine, "SELECT count(*) FROM events").await, "80");
 }
