@@ -237,3 +237,19 @@ async fn a_lake_without_a_checkpoint_is_read_whole() {
     .unwrap();
     assert_eq!(count(&engine, "SELECT count(*) FROM events").await, "80");
 }
+
+#[tokio::test]
+async fn a_long_query_is_cancelled_at_the_timeout() {
+    let mut setup = Setup::new(&events(), Format::Parquet).await;
+    setup.config.timeout_secs = 1;
+    let engine = setup.engine().await;
+    let started = std::time::Instant::now();
+    let err = engine
+        .run("SELECT count(*) FROM generate_series(1, 100000000000)")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, tracklake_query::Error::Timeout(1)), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // The engine still answers.
+    assert_eq!(count(&engine, "SELECT count(*) FROM events").await, "80");
+}
