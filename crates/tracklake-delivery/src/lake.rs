@@ -19,6 +19,7 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
+use tracklake_event::Privacy;
 
 use crate::Error;
 use crate::encode::Format;
@@ -54,6 +55,9 @@ pub struct S3Config {
     pub allow_http: bool,
     /// `bucket.host/key` addressing instead of path style (`host/bucket/key`).
     pub virtual_hosted_style: bool,
+    /// Encrypt every lake file with this KMS key (SSE-KMS), as the article's
+    /// bucket was.
+    pub sse_kms_key_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +73,8 @@ pub enum Layout {
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
     config: LakeConfig,
+    /// What of an IP address may be written here.
+    privacy: Privacy,
     /// Where the lake is, for messages.
     pub location: String,
 }
@@ -93,6 +99,7 @@ impl Lake {
         Ok(Lake {
             store: Arc::new(store),
             config: config.clone(),
+            privacy: Privacy::keep(),
             location: dir.display().to_string(),
         })
     }
@@ -112,6 +119,9 @@ impl Lake {
             .with_virtual_hosted_style_request(s3.virtual_hosted_style);
         if let Some(endpoint) = &s3.endpoint {
             builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(key) = &s3.sse_kms_key_id {
+            builder = builder.with_sse_kms_encryption(key);
         }
         // The environment wins; the shared AWS files fill in what it lacks.
         let profile = crate::aws_profile::load();
@@ -144,8 +154,19 @@ impl Lake {
         Ok(Lake {
             store,
             config: config.clone(),
+            privacy: Privacy::keep(),
             location: config.url.clone(),
         })
+    }
+
+    /// Addresses written to this lake (and shown by SQL) follow `privacy`.
+    pub fn with_privacy(mut self, privacy: Privacy) -> Self {
+        self.privacy = privacy;
+        self
+    }
+
+    pub fn privacy(&self) -> &Privacy {
+        &self.privacy
     }
 
     pub fn format(&self) -> Format {

@@ -281,7 +281,8 @@ impl Worker {
                         .oldest_waiting_ms
                         .store(first, Ordering::Relaxed);
                 }
-                for change in batch {
+                for mut change in batch {
+                    self.lake.privacy().apply(&mut change.event);
                     buffered_bytes += approximate_size(&change.event);
                     buffer.push(change.event);
                 }
@@ -328,12 +329,10 @@ impl Worker {
             let batch = self.table.read_changes(read, self.batch_size).await?;
             let Some(last) = batch.last() else { break };
             read = last.seq;
-            events.extend(
-                batch
-                    .into_iter()
-                    .filter(|c| c.seq <= through)
-                    .map(|c| c.event),
-            );
+            events.extend(batch.into_iter().filter(|c| c.seq <= through).map(|mut c| {
+                self.lake.privacy().apply(&mut c.event);
+                c.event
+            }));
         }
         Ok(events)
     }

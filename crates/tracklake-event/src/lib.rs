@@ -4,10 +4,12 @@
 
 mod device;
 mod model;
+mod privacy;
 mod validate;
 
 pub use device::{Device, DeviceDetector};
 pub use model::{Event, UserId};
+pub use privacy::{IpMode, Privacy, PrivacyConfig};
 pub use validate::{DEFAULT_TYPE_PATTERN, Rejection, RequestContext, Rules, Validator};
 
 /// Errors raised while building the event stage (never for a bad event:

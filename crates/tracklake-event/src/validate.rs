@@ -36,6 +36,9 @@ pub struct Rules {
     pub max_request_bytes: usize,
     /// Distinct user agents kept parsed in memory.
     pub user_agent_cache: usize,
+    /// Top-level `properties` dropped before storing (`privacy.drop_properties`).
+    #[serde(skip)]
+    pub drop_properties: Vec<String>,
 }
 
 impl Default for Rules {
@@ -52,6 +55,7 @@ impl Default for Rules {
             max_batch_events: 500,
             max_request_bytes: 1024 * 1024,
             user_agent_cache: 10_000,
+            drop_properties: Vec::new(),
         }
     }
 }
@@ -371,7 +375,11 @@ impl Validator {
             received_at,
             user_agent,
             ip_address,
-            properties: properties.unwrap_or_default(),
+            properties: {
+                let mut properties = properties.unwrap_or_default();
+                properties.retain(|k, _| !r.drop_properties.contains(k));
+                properties
+            },
             device,
         })
     }

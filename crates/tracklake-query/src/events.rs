@@ -103,7 +103,10 @@ impl EventsTable {
                 fresh.extend(
                     changes
                         .into_iter()
-                        .map(|c| c.event)
+                        .map(|mut c| {
+                            self.lake.privacy().apply(&mut c.event);
+                            c.event
+                        })
                         .filter(|e| range.contains(e.event_at.date_naive())),
                 );
             }

@@ -9,7 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tracklake_delivery::{CompactionConfig, DeliveryConfig, LakeConfig, StreamConfig};
-use tracklake_event::Rules;
+use tracklake_event::{PrivacyConfig, Rules};
 use tracklake_metrics::{AlarmsConfig, HistoryConfig};
 use tracklake_query::QueryConfig;
 use tracklake_server::ServerConfig;
@@ -30,6 +30,7 @@ pub struct Config {
     pub query: QueryConfig,
     pub metrics: HistoryConfig,
     pub alarms: AlarmsConfig,
+    pub privacy: PrivacyConfig,
     pub log: LogConfig,
 }
 
@@ -47,6 +48,7 @@ impl Default for Config {
             query: QueryConfig::default(),
             metrics: HistoryConfig::default(),
             alarms: AlarmsConfig::default(),
+            privacy: PrivacyConfig::default(),
             log: LogConfig::default(),
         }
     }

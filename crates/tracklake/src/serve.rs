@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tracklake_delivery::{Delivery, Lake};
-use tracklake_event::Validator;
+use tracklake_event::{Privacy, Rules, Validator};
 use tracklake_metrics::{Alarms, Exporter, History, Monitor, names};
 use tracklake_query::{Engine, Error as QueryError, ReportError, Reports, to_json_rows};
 use tracklake_server::{App, BoxFuture, Pipeline, Sql, SqlError};
@@ -31,7 +31,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             )
         })?,
     );
-    let lake = Arc::new(Lake::open(&config.lake, &config.data_dir).context("opening the lake")?);
+    let privacy = Privacy::new(&config.privacy, &config.data_dir).map_err(anyhow::Error::msg)?;
+    let lake = Arc::new(
+        Lake::open(&config.lake, &config.data_dir)
+            .context("opening the lake")?
+            .with_privacy(privacy),
+    );
     let lake_location = lake.location.clone();
     let delivery = Arc::new(
         Delivery::start(
@@ -43,8 +48,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
         .context("starting delivery to the lake")?,
     );
-    let validator =
-        Validator::new(config.ingest.clone()).context("building the event validator")?;
+    let rules = Rules {
+        drop_properties: config.privacy.drop_properties.clone(),
+        ..config.ingest.clone()
+    };
+    let validator = Validator::new(rules).context("building the event validator")?;
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;

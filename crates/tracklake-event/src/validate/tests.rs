@@ -298,3 +298,20 @@ fn unknown_required_field_is_a_config_error() {
         matches!(Validator::with_devices(rules, Arc::new(DeviceDetector::new(1).unwrap())), Err(Error::UnknownRequiredField(f)) if f == "colour")
     );
 }
+
+#[test]
+fn dropped_properties_are_never_stored() {
+    let rules = Rules {
+        drop_properties: vec!["email".into(), "password".into()],
+        ..article_rules()
+    };
+    let e = check(
+        rules,
+        json!({"user_id": 1, "event_type": "login", "properties": {"email": "a@b.c", "plan": "pro", "nested": {"email": "kept: only top-level keys are dropped"}}}),
+    )
+    .unwrap();
+    assert_eq!(
+        Value::Object(e.properties),
+        json!({"plan": "pro", "nested": {"email": "kept: only top-level keys are dropped"}})
+    );
+}

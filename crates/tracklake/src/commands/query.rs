@@ -95,8 +95,13 @@ impl Runner {
                 });
             }
         };
-        let lake =
-            Arc::new(Lake::open(&config.lake, &config.data_dir).context("opening the lake")?);
+        let privacy = tracklake_event::Privacy::new(&config.privacy, &config.data_dir)
+            .map_err(anyhow::Error::msg)?;
+        let lake = Arc::new(
+            Lake::open(&config.lake, &config.data_dir)
+                .context("opening the lake")?
+                .with_privacy(privacy),
+        );
         let engine = Engine::open(
             &config.query,
             &config.data_dir,

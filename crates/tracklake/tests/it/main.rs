@@ -9,6 +9,7 @@ mod crash;
 mod docs;
 mod lake;
 mod monitor;
+mod privacy;
 mod query;
 mod rails;
 mod s3;
