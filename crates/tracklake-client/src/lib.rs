@@ -52,6 +52,8 @@ pub struct ClientConfig {
     pub max_backoff: Duration,
     pub gzip: bool,
     pub request_timeout: Duration,
+    /// A `write` API key, when the server asks for one.
+    pub api_key: Option<String>,
 }
 
 impl ClientConfig {
@@ -66,6 +68,7 @@ impl ClientConfig {
             max_backoff: Duration::from_secs(30),
             gzip: true,
             request_timeout: Duration::from_secs(10),
+            api_key: None,
         }
     }
 }

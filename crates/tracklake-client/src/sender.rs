@@ -91,6 +91,9 @@ impl Sender {
             if self.config.gzip {
                 request = request.header("content-encoding", "gzip");
             }
+            if let Some(key) = &self.config.api_key {
+                request = request.bearer_auth(key);
+            }
             let wait = match request.send().await {
                 Ok(r) if r.status() == StatusCode::OK => {
                     let answer: Value = r.json().await.unwrap_or(Value::Null);

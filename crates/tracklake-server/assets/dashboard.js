@@ -29,8 +29,16 @@ const RATIOS = {
 };
 const COLORS = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626"];
 
+// With API keys configured, the data needs a read key: asked for once,
+// kept in this browser's localStorage, sent as a Bearer token.
+const KEY = "tracklake-read-key";
 async function getJson(path) {
-  const r = await fetch(path);
+  const key = localStorage.getItem(KEY);
+  const r = await fetch(path, { headers: key ? { Authorization: `Bearer ${key}` } : {} });
+  if (r.status === 401 || r.status === 403) {
+    document.getElementById("keyform").hidden = false;
+    throw new Error(`${path}: ${r.status}, a read key is needed`);
+  }
   if (!r.ok) throw new Error(`${path}: ${r.status}`);
   return r.json();
 }
@@ -200,6 +208,13 @@ async function refresh() {
   document.getElementById("selfcheck").textContent = JSON.stringify({ drawn, lookup: lookupRows, errors });
 }
 
+document.getElementById("keyform").addEventListener("submit", (e) => {
+  e.preventDefault();
+  localStorage.setItem(KEY, document.getElementById("key").value.trim());
+  document.getElementById("keyform").hidden = true;
+  errors.length = 0;
+  refresh();
+});
 document.getElementById("lookup").addEventListener("submit", (e) => {
   e.preventDefault();
   const user = document.getElementById("user").value.trim();

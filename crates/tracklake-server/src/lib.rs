@@ -2,6 +2,7 @@
 //! (`GET /v1/users/{id}/events`), SQL and reports (`POST /v1/query`,
 //! `GET /v1/reports/{name}`) and health checks, on axum.
 
+mod auth;
 mod client;
 mod count;
 mod error;
@@ -19,6 +20,7 @@ use tokio::net::TcpListener;
 use tracklake_event::Validator;
 use tracklake_table::Table;
 
+pub use auth::{ApiKey, Scope, hash as key_hash, new_key};
 pub use error::ApiError;
 
 /// The `[server]` section of the config file.
@@ -30,6 +32,11 @@ pub struct ServerConfig {
     /// Proxies whose `X-Forwarded-For` is believed (CIDR blocks). From any
     /// other peer the header is ignored.
     pub trusted_proxies: Vec<IpNet>,
+    /// API keys (`tracklake keys create`). None: no key is asked for,
+    /// which `serve` allows only on a loopback address.
+    pub keys: Vec<ApiKey>,
+    /// Listen beyond loopback without keys (something in front checks access).
+    pub allow_unauthenticated: bool,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +44,8 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7800)),
             trusted_proxies: Vec::new(),
+            keys: Vec::new(),
+            allow_unauthenticated: false,
         }
     }
 }
@@ -146,6 +155,11 @@ pub fn router(app: Arc<App>) -> Router {
         // Clients may gzip their batches (`Content-Encoding: gzip`); the body
         // limit applies to the decompressed bytes.
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        // Outermost: a request without the right key goes no further.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::check,
+        ))
         .with_state(app)
 }
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use commands::{bench, lake, put, query, recent, seed};
+use commands::{bench, keys, lake, put, query, recent, seed};
 
 // glibc's malloc showed up as a fifth of the writer thread's time under load.
 #[global_allocator]
@@ -41,7 +41,14 @@ enum Command {
         /// Address to listen on (default: 127.0.0.1:7800; port 0 picks a free one).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Listen beyond loopback without API keys (something in front of
+        /// tracklake checks access).
+        #[arg(long)]
+        allow_unauthenticated: bool,
     },
+    /// Make API keys.
+    #[command(subcommand)]
+    Keys(keys::Command),
     /// Send one event to a running tracklake.
     Put(put::Args),
     /// Show a user's recent activity with device details.
@@ -73,8 +80,10 @@ fn main() -> anyhow::Result<()> {
                 config,
                 data_dir,
                 listen,
+                allow_unauthenticated,
             } => {
-                let config = config::load(config.as_deref(), data_dir, listen)?;
+                let mut config = config::load(config.as_deref(), data_dir, listen)?;
+                config.server.allow_unauthenticated |= allow_unauthenticated;
                 logging::init(&config.log);
                 serve::run(config).await
             }
@@ -82,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             Command::Recent(args) => recent::run(args).await,
             Command::Logins(args) => recent::run(args.into()).await,
             Command::Seed(args) => seed::run(args).await,
+            Command::Keys(cmd) => keys::run(cmd),
             Command::Query(args) => query::query(args).await,
             Command::Sql(args) => query::shell(args).await,
             Command::Lake(cmd) => lake::run(cmd).await,

@@ -20,6 +20,17 @@ use crate::config::Config;
 const GRACE: Duration = Duration::from_secs(30);
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listen = config.server.listen;
+    if !listen.ip().is_loopback()
+        && config.server.keys.is_empty()
+        && !config.server.allow_unauthenticated
+    {
+        anyhow::bail!(
+            "refusing to listen on {listen} without API keys: anyone who reaches it could read every event. \
+             Make keys with `tracklake keys create --scope write` (for apps) and `--scope read` (for people and dashboards) \
+             and add them under [server] keys, or pass --allow-unauthenticated if something in front of tracklake checks access"
+        );
+    }
     let table_dir = config.data_dir.join("table");
     std::fs::create_dir_all(&table_dir)
         .with_context(|| format!("creating the data directory {}", table_dir.display()))?;

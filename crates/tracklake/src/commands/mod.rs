@@ -3,6 +3,7 @@
 pub mod bench;
 mod bench_query;
 mod fake_data;
+pub mod keys;
 pub mod lake;
 pub mod put;
 pub mod query;
@@ -18,6 +19,9 @@ pub struct Target {
     /// Base URL of the tracklake server.
     #[arg(long, env = "TRACKLAKE_URL", default_value = "http://127.0.0.1:7800")]
     pub url: String,
+    /// API key, when the server asks for one.
+    #[arg(long, env = "TRACKLAKE_KEY", hide_env_values = true)]
+    pub key: Option<String>,
 }
 
 /// A small JSON client for the API.
@@ -33,6 +37,19 @@ impl Api {
             base: target.url.trim_end_matches('/').to_owned(),
             http: reqwest::Client::builder()
                 .user_agent(concat!("tracklake-cli/", env!("CARGO_PKG_VERSION")))
+                .default_headers(match &target.key {
+                    Some(key) => {
+                        let mut value =
+                            reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                                .context("the API key has characters a header cannot carry")?;
+                        value.set_sensitive(true);
+                        reqwest::header::HeaderMap::from_iter([(
+                            reqwest::header::AUTHORIZATION,
+                            value,
+                        )])
+                    }
+                    None => reqwest::header::HeaderMap::new(),
+                })
                 .build()?,
         })
     }

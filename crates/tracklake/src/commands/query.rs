@@ -83,7 +83,13 @@ impl Runner {
                 let url = place
                     .url
                     .unwrap_or_else(|| format!("http://{}", config.server.listen));
-                let api = Api::new(&Target { url: url.clone() })?;
+                let key = std::env::var("TRACKLAKE_KEY")
+                    .ok()
+                    .filter(|k| !k.is_empty());
+                let api = Api::new(&Target {
+                    url: url.clone(),
+                    key,
+                })?;
                 if api.get("/healthz", &[]).await.is_ok() {
                     return Ok(Runner::Remote(api));
                 }

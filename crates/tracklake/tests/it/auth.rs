@@ -1,0 +1,179 @@
+//! API keys against the real binary: every endpoint without a key, with a
+//! wrong one and with one of the wrong scope; the Segment Basic form; the
+//! refusal to listen beyond loopback without keys.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::{BIN, Server};
+
+/// `tracklake keys create`: the key on stdout, its config entry on stderr.
+fn create(scope: &str) -> (String, String) {
+    let out = Command::new(BIN)
+        .args(["keys", "create", "--scope", scope, "--name", scope])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let entry = stderr[stderr.find("[[server.keys]]").unwrap()..]
+        .split("\n\n")
+        .next()
+        .unwrap()
+        .to_owned();
+    (key, entry)
+}
+
+async fn call(s: &Server, method: &str, path: &str, auth: Option<String>) -> u16 {
+    let client = reqwest::Client::new();
+    let url = format!("{}{path}", s.url);
+    let mut request = match method {
+        "POST" if path == "/v1/query" => client.post(url).json(&json!({"sql": "SELECT 1"})),
+        "POST" if path == "/v1/track" => client
+            .post(url)
+            .json(&json!({"userId": "1", "event": "login"})),
+        "POST" => client
+            .post(url)
+            .json(&json!({"user_id": 1, "event_type": "login"})),
+        _ => client.get(url),
+    };
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn every_endpoint_asks_for_a_key_of_the_right_scope() {
+    let (write, write_entry) = create("write");
+    let (read, read_entry) = create("read");
+    let (admin, admin_entry) = create("admin");
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[ingest]\nevent_types = [\"login\"]\n{write_entry}\n{read_entry}\n{admin_entry}\n"
+    );
+    let s = Server::start(&dir.path().join("data"), &config);
+    let bearer = |k: &str| Some(format!("Bearer {k}"));
+    let endpoints = [
+        ("POST", "/v1/events", "write"),
+        ("POST", "/v1/track", "write"),
+        ("GET", "/v1/users/1/events", "read"),
+        ("GET", "/v1/users/nobody-at-all/events", "read"),
+        ("POST", "/v1/query", "read"),
+        ("GET", "/v1/reports", "read"),
+        ("GET", "/v1/reports/logins_per_day", "read"),
+        ("GET", "/v1/status", "read"),
+        ("GET", "/metrics", "read"),
+        ("GET", "/v1/metrics/history", "read"),
+        ("GET", "/v1/alarms", "read"),
+    ];
+    for (method, path, scope) in endpoints {
+        let what = format!("{method} {path}");
+        assert_eq!(
+            call(&s, method, path, None).await,
+            401,
+            "{what} without a key"
+        );
+        assert_eq!(
+            call(&s, method, path, bearer("tlk_wrong")).await,
+            401,
+            "{what} with a wrong key"
+        );
+        assert_eq!(
+            call(&s, method, path, Some("Basic !!".into())).await,
+            401,
+            "{what} with a garbled header"
+        );
+        let (right, wrong) = if scope == "write" {
+            (&write, &read)
+        } else {
+            (&read, &write)
+        };
+        assert_eq!(
+            call(&s, method, path, bearer(wrong)).await,
+            403,
+            "{what} with a key of the wrong scope"
+        );
+        for key in [right, &admin] {
+            let status = call(&s, method, path, bearer(key)).await;
+            assert!(
+                (200..300).contains(&status),
+                "{what} with the right key: {status}"
+            );
+        }
+    }
+    for open in ["/healthz", "/readyz", "/", "/assets/dashboard.js"] {
+        assert_eq!(
+            call(&s, "GET", open, None).await,
+            200,
+            "{open} needs no key"
+        );
+    }
+    // Segment's libraries send the write key as Basic auth's user name.
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{write}:"));
+    assert_eq!(
+        call(&s, "POST", "/v1/track", Some(format!("Basic {basic}"))).await,
+        200
+    );
+
+    // The CLI sends --key (or TRACKLAKE_KEY).
+    let put = |key: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["put", "--user", "7", "--type", "login", "--url", &s.url])
+            .env_remove("TRACKLAKE_KEY");
+        if let Some(key) = key {
+            cmd.args(["--key", key]);
+        }
+        cmd.output().unwrap()
+    };
+    let refused = put(None);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("401"));
+    assert!(put(Some(&write)).status.success());
+}
+
+#[test]
+fn serving_beyond_loopback_needs_keys_or_an_explicit_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && text.contains("without API keys")
+            && text.contains("tracklake keys create"),
+        "{text}"
+    );
+
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--allow-unauthenticated",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    use std::io::BufRead;
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("tracklake listening on http://0.0.0.0:"),
+        "{line}"
+    );
+    assert!(Instant::now() < deadline);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
