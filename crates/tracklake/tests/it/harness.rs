@@ -104,6 +104,19 @@ impl Server {
         self.post_raw(body.to_string(), "application/json").await
     }
 
+    /// `POST /v1/query` with `{"sql": sql}`.
+    pub async fn sql(&self, sql: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/v1/query", self.url))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn get(&self, path_and_query: &str) -> (u16, Value) {
         let r = self
             .http

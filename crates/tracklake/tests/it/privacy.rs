@@ -8,14 +8,9 @@ use serde_json::{Value, json};
 use crate::harness::Server;
 
 async fn sql(s: &Server, sql: &str) -> Value {
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/query", s.url))
-        .json(&json!({ "sql": sql }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<Value>().await.unwrap()["rows"].clone()
+    let (status, body) = s.sql(sql).await;
+    assert_eq!(status, 200, "{body}");
+    body["rows"].clone()
 }
 
 #[tokio::test]

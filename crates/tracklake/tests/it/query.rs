@@ -9,16 +9,6 @@ use serde_json::{Value, json};
 
 use crate::harness::{BIN, FAST_LAKE_CONFIG, Server, lake_ids};
 
-async fn sql(s: &Server, sql: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/query", s.url))
-        .json(&json!({ "sql": sql }))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
 fn batch(n: usize, prefix: &str) -> Value {
     let events: Vec<Value> = (0..n)
         .map(|i| {
@@ -39,7 +29,7 @@ async fn queries_see_acknowledged_events_once_before_and_after_delivery() {
     let data = dir.path().join("data");
     let s = Server::start(&data, FAST_LAKE_CONFIG);
     assert_eq!(s.post(&batch(300, "a")).await.0, 200);
-    let (status, body) = sql(&s, COUNT).await;
+    let (status, body) = s.sql(COUNT).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["rows"], json!([{"n": 300, "ids": 300}]));
     assert_eq!(body["columns"][0], json!({"name": "n", "type": "Int64"}));
@@ -50,10 +40,10 @@ async fn queries_see_acknowledged_events_once_before_and_after_delivery() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(s.post(&batch(20, "b")).await.0, 200);
-    let (_, body) = sql(&s, COUNT).await;
+    let (_, body) = s.sql(COUNT).await;
     assert_eq!(body["rows"], json!([{"n": 320, "ids": 320}]));
 
-    let (status, body) = sql(&s, "SELEC 1").await;
+    let (status, body) = s.sql("SELEC 1").await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["field"], "sql");
     assert!(
@@ -63,7 +53,7 @@ async fn queries_see_acknowledged_events_once_before_and_after_delivery() {
             .contains("Line: 1, Column: 1"),
         "{body}"
     );
-    let (status, body) = sql(&s, "INSERT INTO events (event_id) VALUES ('x')").await;
+    let (status, body) = s.sql("INSERT INTO events (event_id) VALUES ('x')").await;
     assert_eq!(status, 400);
     assert!(
         body["error"]["message"]

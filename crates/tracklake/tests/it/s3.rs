@@ -132,18 +132,10 @@ async fn sql_reads_the_lake_on_s3() {
         .map(|i| json!({"user_id": i % 5, "event_type": "login", "event_id": format!("s{i}")}))
         .collect();
     assert_eq!(s.post(&serde_json::Value::Array(events)).await.0, 200);
-    let query = |sql: &str| {
-        let sql = sql.to_owned();
-        let url = s.url.clone();
+    let query = |sql: &'static str| {
+        let s = &s;
         async move {
-            let r = reqwest::Client::new()
-                .post(format!("{url}/v1/query"))
-                .json(&json!({ "sql": sql }))
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            let body: serde_json::Value = r.json().await.unwrap();
+            let (status, body) = s.sql(sql).await;
             assert_eq!(status, 200, "{body}");
             body["rows"].clone()
         }
