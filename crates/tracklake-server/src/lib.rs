@@ -6,6 +6,7 @@ mod auth;
 mod client;
 mod count;
 mod error;
+mod limits;
 mod routes;
 
 use std::net::SocketAddr;
@@ -37,6 +38,14 @@ pub struct ServerConfig {
     pub keys: Vec<ApiKey>,
     /// Listen beyond loopback without keys (something in front checks access).
     pub allow_unauthenticated: bool,
+    /// Requests a second per API key (or per client address without one);
+    /// 0 turns the limit off. Beyond it: 429 with Retry-After.
+    pub rate_limit_per_second: u32,
+    /// Requests allowed at once above the rate (default: one second's worth).
+    pub rate_limit_burst: u32,
+    /// A request body must arrive within this long (a slow sender cannot
+    /// hold a connection): 408 after it.
+    pub body_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +55,9 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             keys: Vec::new(),
             allow_unauthenticated: false,
+            rate_limit_per_second: 0,
+            rate_limit_burst: 0,
+            body_timeout_secs: 30,
         }
     }
 }
@@ -93,6 +105,7 @@ pub struct App {
     pub pipeline: Option<Arc<dyn Pipeline>>,
     pub sql: Option<Arc<dyn Sql>>,
     pub monitor: Option<Arc<tracklake_metrics::Monitor>>,
+    limiter: Option<limits::Limiter>,
     ready: AtomicBool,
 }
 
@@ -105,6 +118,7 @@ impl App {
         sql: Option<Arc<dyn Sql>>,
         monitor: Option<Arc<tracklake_metrics::Monitor>>,
     ) -> Arc<Self> {
+        let limiter = limits::Limiter::new(&config);
         Arc::new(App {
             table,
             validator,
@@ -112,6 +126,7 @@ impl App {
             pipeline,
             sql,
             monitor,
+            limiter,
             ready: AtomicBool::new(false),
         })
     }
@@ -155,6 +170,13 @@ pub fn router(app: Arc<App>) -> Router {
         // Clients may gzip their batches (`Content-Encoding: gzip`); the body
         // limit applies to the decompressed bytes.
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_secs(app.config.body_timeout_secs.max(1)),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            limits::check,
+        ))
         // Outermost: a request without the right key goes no further.
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

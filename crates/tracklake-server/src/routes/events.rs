@@ -107,6 +107,18 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// Whether reading stopped at the body timeout (`server.body_timeout_secs`).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut error = Some(e);
+    while let Some(e) = error {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        error = e.source();
+    }
+    false
+}
+
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
@@ -114,6 +126,11 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("a request body may be at most {limit} bytes"),
+        )),
+        Err(e) if timed_out(e.as_ref()) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            "the request body did not arrive within server.body_timeout_secs",
         )),
         Err(e) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,

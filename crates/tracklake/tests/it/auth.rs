@@ -177,3 +177,81 @@ fn serving_beyond_loopback_needs_keys_or_an_explicit_flag() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Over the rate, 429 with Retry-After; health checks are never limited.
+#[tokio::test]
+async fn callers_over_the_rate_limit_are_told_when_to_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[server]\nrate_limit_per_second = 2\nrate_limit_burst = 5\n";
+    let s = Server::start(&dir.path().join("data"), config);
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..12 {
+        let r = client
+            .get(format!("{}/v1/status", s.url))
+            .header("authorization", "Bearer invented")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert!(retry_after.is_some_and(|v| v.parse::<u64>().unwrap() >= 1));
+    for _ in 0..10 {
+        assert_eq!(
+            client
+                .get(format!("{}/healthz", s.url))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        call(&s, "GET", "/v1/status", None).await,
+        200,
+        "allowance refills"
+    );
+}
+
+/// A body that stops arriving is cut off with 408; others are still served.
+#[tokio::test]
+async fn a_slow_body_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("data"),
+        "[server]\nbody_timeout_secs = 1\n",
+    );
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user_id\":")
+        .await
+        .unwrap();
+    assert_eq!(
+        call(&s, "GET", "/healthz", None).await,
+        200,
+        "others are served meanwhile"
+    );
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
