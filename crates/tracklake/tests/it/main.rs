@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod crash;
 mod docs;
+mod hostile;
 mod lake;
 mod monitor;
 mod privacy;
