@@ -33,6 +33,7 @@ async fn serve_on(listener: TcpListener) -> Server {
     tokio::spawn(tracklake_server::serve(
         listener,
         app,
+        None,
         std::future::pending(),
     ));
     Server { _dir: dir, table }

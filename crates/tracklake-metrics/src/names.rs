@@ -22,11 +22,12 @@ pub const QUERIES: &str = "tracklake_queries_total";
 pub const QUERY_SECONDS: &str = "tracklake_query_seconds";
 pub const HTTP_REQUESTS: &str = "tracklake_http_requests_total";
 pub const HTTP_SECONDS: &str = "tracklake_http_request_seconds";
+pub const HTTP_CONNECTIONS_REFUSED: &str = "tracklake_http_connections_refused_total";
 pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
 pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
 
 /// Every name above, for checks that dashboards use real metrics.
-pub const ALL: [&str; 22] = [
+pub const ALL: [&str; 23] = [
     EVENTS_RECEIVED,
     EVENTS_STORED,
     EVENTS_DUPLICATE,
@@ -47,6 +48,7 @@ pub const ALL: [&str; 22] = [
     QUERY_SECONDS,
     HTTP_REQUESTS,
     HTTP_SECONDS,
+    HTTP_CONNECTIONS_REFUSED,
     PROCESS_RSS,
     PROCESS_CPU,
 ];
@@ -132,6 +134,11 @@ pub fn describe() {
         "HTTP requests by route, method and status"
     );
     describe_histogram!(HTTP_SECONDS, Unit::Seconds, "HTTP request latency by route");
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        Unit::Count,
+        "Connections closed at once: server.max_connections were open"
+    );
     describe_gauge!(
         PROCESS_RSS,
         Unit::Bytes,

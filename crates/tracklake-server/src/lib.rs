@@ -7,6 +7,7 @@ mod client;
 mod count;
 mod error;
 mod limits;
+mod listen;
 mod routes;
 
 use std::net::SocketAddr;
@@ -46,6 +47,16 @@ pub struct ServerConfig {
     /// A request body must arrive within this long (a slow sender cannot
     /// hold a connection): 408 after it.
     pub body_timeout_secs: u64,
+    /// A request's headers must arrive within this long, else the
+    /// connection is closed (and a TLS handshake must finish within it).
+    pub header_timeout_secs: u64,
+    /// Open connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// Headers per request at most (431 beyond).
+    pub max_headers: usize,
+    /// Serve HTTPS with this PEM certificate chain and PEM private key.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +69,11 @@ impl Default for ServerConfig {
             rate_limit_per_second: 0,
             rate_limit_burst: 0,
             body_timeout_secs: 30,
+            header_timeout_secs: 10,
+            max_connections: 4096,
+            max_headers: 64,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -185,14 +201,17 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// The TLS acceptor for `server.tls_cert` / `server.tls_key`, if set;
+/// an error names the file at fault.
+pub use listen::tls as tls_acceptor;
+
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let config = app.config.clone();
+    listen::serve(listener, router(app), &config, tls, shutdown).await
 }

@@ -64,6 +64,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ..config.ingest.clone()
     };
     let validator = Validator::new(rules).context("building the event validator")?;
+    let tls = tracklake_server::tls_acceptor(&config.server).map_err(anyhow::Error::msg)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;
@@ -104,7 +106,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     app.set_ready(true);
 
     // One line on stdout that scripts can wait for; logs go to stderr.
-    println!("tracklake listening on http://{addr}");
+    println!("tracklake listening on {scheme}://{addr}");
     std::io::stdout().flush()?;
     tracing::info!(
         %addr,
@@ -115,7 +117,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tracklake_server::serve(listener, app.clone(), async {
+    let server = tokio::spawn(tracklake_server::serve(listener, app.clone(), tls, async {
         let _ = stop_rx.await;
     }));
     shutdown_signal().await;

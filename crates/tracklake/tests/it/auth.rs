@@ -255,3 +255,122 @@ async fn a_slow_body_times_out() {
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
+
+/// Connections over `max_connections` are closed at once; headers that
+/// trickle in are cut off at `header_timeout_secs`; others are served.
+#[tokio::test]
+async fn idle_and_slow_connections_cannot_take_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[server]\nmax_connections = 20\nheader_timeout_secs = 1\n";
+    let s = Server::start(&dir.path().join("data"), config);
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    // Fill every slot with idle connections; the next is closed unanswered.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "over the cap: closed without an answer");
+    // The idle ones sent no headers: the header deadline closes them, and
+    // the server answers again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for conn in &mut idle {
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(call(&s, "GET", "/healthz", None).await, 200);
+    let text = reqwest::get(format!("{}/metrics", s.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("tracklake_http_connections_refused_total 1"),
+        "{text}"
+    );
+}
+
+/// HTTPS from a certificate and key in PEM files.
+#[tokio::test]
+async fn tls_from_pem_files() {
+    if !crate::harness::have(
+        "openssl and curl",
+        crate::harness::runs("openssl", &["version"])
+            && crate::harness::runs("curl", &["--version"]),
+        "apt-get install openssl curl",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let config = format!(
+        "[server]\ntls_cert = {:?}\ntls_key = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let s = Server::start(&dir.path().join("data"), &config);
+    assert!(s.url.starts_with("https://"), "{}", s.url);
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(&cert)
+        .arg(format!(
+            "{}/healthz",
+            s.url.replace("127.0.0.1", "localhost")
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"ok\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP to the TLS port gets no answer.
+    let plain = Command::new("curl")
+        .args(["-s", "-m", "5"])
+        .arg(format!("{}/healthz", s.url.replace("https", "http")))
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+}
