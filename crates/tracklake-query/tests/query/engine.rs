@@ -137,11 +137,24 @@ async fn a_memory_limit_gives_a_clear_error() {
     let mut setup = Setup::new(&events(), Format::Parquet).await;
     setup.config.memory_limit_mib = 0; // the floor: 16 MiB
     let engine = setup.engine().await;
-    let sql = "SELECT a.event_id, b.event_id, c.event_id FROM events a, events b, events c ORDER BY a.properties || b.properties || c.user_agent";
-    match engine.run(sql).await {
-        Err(e) => assert!(e.to_string().contains("memory"), "{e}"),
-        Ok(answer) => assert_eq!(answer.rows, 10_000), // spilled to disk instead
-    }
+    // A join's build side (two ~100 MB inputs) cannot spill: it must fail, and say why.
+    let side = |c: char| {
+        format!("(SELECT value AS v, repeat('{c}', 100) AS pad FROM generate_series(1, 1000000))")
+    };
+    let sql = format!(
+        "SELECT count(*) FROM {} a JOIN {} b ON a.v = b.v",
+        side('x'),
+        side('y')
+    );
+    let sql = sql.as_str();
+    let err = engine.run(sql).await.unwrap_err();
+    assert!(
+        matches!(err, tracklake_query::Error::Engine(_))
+            && err.to_string().contains("query.memory_limit_mib"),
+        "{err}"
+    );
+    // A small query still runs under the same limit.
+    assert_eq!(count(&engine, "SELECT count(*) FROM events").await, "80");
 }
 
 #[tokio::test]
