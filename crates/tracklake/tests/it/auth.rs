@@ -295,12 +295,7 @@ async fn idle_and_slow_connections_cannot_take_the_server() {
     drop(idle);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(call(&s, "GET", "/healthz", None).await, 200);
-    let text = reqwest::get(format!("{}/metrics", s.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.text("/metrics").await;
     assert!(
         text.contains("tracklake_http_connections_refused_total 1"),
         "{text}"

@@ -104,6 +104,17 @@ impl Server {
         self.post_raw(body.to_string(), "application/json").await
     }
 
+    /// A GET's body as text (for `/metrics`).
+    pub async fn text(&self, path: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    }
+
     /// `POST /v1/query` with `{"sql": sql}`.
     pub async fn sql(&self, sql: &str) -> (u16, Value) {
         let r = self

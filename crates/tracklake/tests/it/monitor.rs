@@ -43,12 +43,7 @@ async fn metrics_count_what_was_sent() {
             .0,
         400
     );
-    let text = reqwest::get(format!("{}/metrics", s.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.text("/metrics").await;
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
     assert_eq!(
         counter(&scrape, "tracklake_events_received_total", None),
