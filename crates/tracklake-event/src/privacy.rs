@@ -70,10 +70,6 @@ impl Privacy {
         })
     }
 
-    pub fn mode(&self) -> IpMode {
-        self.mode
-    }
-
     /// The event as it may leave the table.
     pub fn apply(&self, event: &mut Event) {
         if let Some(ip) = event.ip_address {

@@ -204,7 +204,7 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionErro
 }
 
 /// The UTC date of a partition directory: `dt=2026-11-27` or `2026/11/27/13`.
-pub fn partition_day(partition: &str) -> Option<NaiveDate> {
+fn partition_day(partition: &str) -> Option<NaiveDate> {
     if let Some(day) = partition.strip_prefix("dt=") {
         return day.parse().ok();
     }

@@ -28,7 +28,6 @@ use tracklake_delivery::Lake;
 use tracklake_metrics::names;
 use tracklake_table::Table;
 
-pub use events::{EVENTS_SCHEMA, partition_day};
 pub use output::to_json_rows;
 pub use reports::{Report, ReportConfig, ReportError, Reports};
 

@@ -157,6 +157,16 @@ impl Reports {
         }
     }
 
+    /// The reports' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.defs.keys().map(String::as_str)
+    }
+
+    /// A report's SQL.
+    pub fn sql(&self, name: &str) -> Option<&str> {
+        self.defs.get(name).map(|d| d.sql.as_str())
+    }
+
     /// Every report's name, description, SQL and max age.
     pub fn list(&self) -> Value {
         let reports: Vec<Value> = self

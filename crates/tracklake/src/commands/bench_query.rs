@@ -62,12 +62,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let reports = Reports::new(engine.clone(), &args.data_dir);
     let names: Vec<String> = if args.reports.is_empty() {
-        reports.list()["reports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r["name"].as_str().map(str::to_owned))
-            .collect()
+        reports.names().map(str::to_owned).collect()
     } else {
         args.reports.clone()
     };
@@ -76,13 +71,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "report", "min ms", "median", "max"
     );
     for name in names {
-        let sql = reports.list()["reports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|r| r["name"] == name.as_str())
-            .and_then(|r| r["sql"].as_str().map(str::to_owned))
-            .with_context(|| format!("no report named {name}"))?;
+        let sql = reports
+            .sql(&name)
+            .with_context(|| format!("no report named {name}"))?
+            .to_owned();
         let warm = engine.run(&sql).await?;
         let mut times: Vec<Duration> = Vec::with_capacity(args.repeat);
         for _ in 0..args.repeat.max(1) {
