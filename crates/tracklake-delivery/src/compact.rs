@@ -11,22 +11,17 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::BuildHasher;
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use arrow_array::BooleanArray;
 use object_store::ObjectMeta;
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracklake_table::Table;
 
-use crate::encode::parquet_properties;
-use crate::inspect::{json_ids_of, text_column};
 use crate::lake::{FileName, split_covered};
+use crate::rewrite::{filter_ndjson, filter_parquet};
 use crate::{CONSUMER, Error, Lake, Status};
 
 /// The `[compaction]` section of the config file.
@@ -80,6 +75,7 @@ pub async fn compact_once(
     config: &CompactionConfig,
     status: &Status,
 ) -> Result<(), Error> {
+    let _rewriting = lake.rewriting().await;
     let (live, covered) = split_covered(lake.files().await?);
     for file in covered {
         lake.delete(&file.location).await?;
@@ -185,75 +181,16 @@ fn fingerprint(user: &str, id: &str) -> u128 {
     (u128::from(h(1)) << 64) | u128::from(h(2))
 }
 
+/// Parquet `sources` as one file, each event once.
 fn merge_parquet(sources: Vec<bytes::Bytes>) -> Result<(Vec<u8>, usize), Error> {
     let mut seen = HashSet::new();
-    let mut writer: Option<ArrowWriter<Vec<u8>>> = None;
-    let mut rows = 0;
-    for source in sources {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(source)
-            .map_err(Error::Parquet)?
-            .with_batch_size(64 * 1024)
-            .build()
-            .map_err(Error::Parquet)?;
-        for batch in reader {
-            let batch = batch.map_err(Error::Arrow)?;
-            let (users, ids) = (
-                text_column(&batch, "user_id")?,
-                text_column(&batch, "event_id")?,
-            );
-            let keep: BooleanArray = (0..batch.num_rows())
-                .map(|i| Some(seen.insert(fingerprint(users.value(i), ids.value(i)))))
-                .collect();
-            let kept =
-                arrow_select::filter::filter_record_batch(&batch, &keep).map_err(Error::Arrow)?;
-            rows += kept.num_rows();
-            if writer.is_none() {
-                writer = Some(
-                    ArrowWriter::try_new(Vec::new(), kept.schema(), Some(parquet_properties()?))
-                        .map_err(Error::Parquet)?,
-                );
-            }
-            if let Some(w) = writer.as_mut() {
-                w.write(&kept).map_err(Error::Parquet)?;
-            }
-        }
-    }
-    let body = match writer {
-        Some(w) => w.into_inner().map_err(Error::Parquet)?,
-        None => crate::encode(&[], crate::Format::Parquet, false)?,
-    };
-    Ok((body, rows))
+    filter_parquet(sources, |user, id| seen.insert(fingerprint(user, id)))
 }
 
+/// NDJSON `sources` as one file, each event once.
 fn merge_ndjson(sources: Vec<bytes::Bytes>, gzip: bool) -> Result<(Vec<u8>, usize), Error> {
     let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    let mut rows = 0;
-    for source in sources {
-        let mut text = String::new();
-        if gzip {
-            flate2::read::GzDecoder::new(&source[..])
-                .read_to_string(&mut text)
-                .map_err(Error::Gzip)?;
-        } else {
-            text = String::from_utf8_lossy(&source).into_owned();
-        }
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(line).map_err(Error::EncodeJson)?;
-            let (user, id) = json_ids_of(&v);
-            if seen.insert(fingerprint(&user, &id)) {
-                out.extend_from_slice(line.as_bytes());
-                out.push(b'\n');
-                rows += 1;
-            }
-        }
-    }
-    if !gzip {
-        return Ok((out, rows));
-    }
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&out).map_err(Error::Gzip)?;
-    Ok((gz.finish().map_err(Error::Gzip)?, rows))
+    filter_ndjson(sources, gzip, |user, id| seen.insert(fingerprint(user, id)))
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! `first..=last` are the change-stream sequence numbers (20 digits) of the
 //! delivery that wrote it. A delivery publishes one file per partition it
 //! touched, all with the same range; names are unique and a redo after a
-//! crash rewrites the very same names. The `firehose` layout writes
+//! crash rewrites the very same names. A file rewritten to erase a user's
+//! events keeps its range and gains a version, `part-<first>-<last>-v<n>.<ext>`,
+//! which supersedes the earlier versions. The `firehose` layout writes
 //! `events/YYYY/MM/DD/HH/part-…` (by event time) for users migrating a
 //! Firehose-fed Athena table.
 
@@ -72,6 +74,11 @@ pub enum Layout {
 
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
+    /// Held by whatever rewrites published files (compaction, erasure),
+    /// so one never merges what the other is about to replace.
+    rewriting: tokio::sync::Mutex<()>,
+    /// Users whose events delivery must leave out while they are deleted.
+    pub(crate) suppression: crate::deletion::Suppression,
     config: LakeConfig,
     /// What of an IP address may be written here.
     privacy: Privacy,
@@ -98,6 +105,8 @@ impl Lake {
         let store = LocalFileSystem::new_with_prefix(&dir).map_err(Error::Store)?;
         Ok(Lake {
             store: Arc::new(store),
+            rewriting: Default::default(),
+            suppression: Default::default(),
             config: config.clone(),
             privacy: Privacy::keep(),
             location: dir.display().to_string(),
@@ -153,6 +162,8 @@ impl Lake {
         };
         Ok(Lake {
             store,
+            rewriting: Default::default(),
+            suppression: Default::default(),
             config: config.clone(),
             privacy: Privacy::keep(),
             location: config.url.clone(),
@@ -199,6 +210,11 @@ impl Lake {
         Path::from(format!(
             "events/{partition}/part-{first:020}-{last:020}.{ext}"
         ))
+    }
+
+    /// Exclusive right to rewrite published files, while the guard lives.
+    pub(crate) async fn rewriting(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.rewriting.lock().await
     }
 
     /// Publishes one file atomically: readers see all of it or nothing
@@ -255,27 +271,58 @@ pub struct FileName {
     pub partition: String,
     pub first: u64,
     pub last: u64,
+    /// 0 as delivered; each rewrite that erased events adds one.
+    pub version: u32,
+    /// `parquet`, `json` or `json.gz`.
+    pub extension: String,
 }
 
 impl FileName {
-    /// Parses `events/<partition>/part-<first>-<last>.<ext>`.
+    /// Parses `events/<partition>/part-<first>-<last>[-v<version>].<ext>`.
     pub fn parse(path: &Path) -> Option<FileName> {
         let p = path.as_ref().strip_prefix("events/")?;
         let (partition, name) = p.rsplit_once('/')?;
-        let range = name.strip_prefix("part-")?.split('.').next()?;
-        let (first, last) = range.split_once('-')?;
+        let (stem, extension) = name.strip_prefix("part-")?.split_once('.')?;
+        let mut parts = stem.split('-');
+        let (first, last) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+        let version = match parts.next() {
+            None => 0,
+            Some(v) => v.strip_prefix('v')?.parse().ok()?,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
         Some(FileName {
             partition: partition.to_owned(),
-            first: first.parse().ok()?,
-            last: last.parse().ok()?,
+            first,
+            last,
+            version,
+            extension: extension.to_owned(),
         })
     }
 
+    /// Where this file is (the inverse of [`FileName::parse`]).
+    pub fn path(&self) -> Path {
+        let version = match self.version {
+            0 => String::new(),
+            v => format!("-v{v}"),
+        };
+        Path::from(format!(
+            "events/{}/part-{:020}-{:020}{version}.{}",
+            self.partition, self.first, self.last, self.extension
+        ))
+    }
+
+    /// Whether readers should read `self` instead of `other`: a wider range
+    /// (a compaction's output), or the same range in a later version.
     fn covers(&self, other: &FileName) -> bool {
-        self.partition == other.partition
-            && self.first <= other.first
-            && other.last <= self.last
-            && self != other
+        if self.partition != other.partition {
+            return false;
+        }
+        if (self.first, self.last) == (other.first, other.last) {
+            return self.version > other.version;
+        }
+        self.first <= other.first && other.last <= self.last
     }
 }
 

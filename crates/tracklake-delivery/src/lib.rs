@@ -4,15 +4,18 @@
 
 mod aws_profile;
 mod compact;
+mod deletion;
 mod encode;
 mod inspect;
 mod lake;
 mod pipeline;
+mod rewrite;
 
 #[cfg(test)]
 mod tests;
 
 pub use compact::{CompactionConfig, compact_once};
+pub use deletion::{DeletionJob, Deletions, JobState};
 pub use encode::{Format, SCHEMA, encode, record_batch};
 pub use inspect::{FileContents, read_lake};
 pub use lake::{FileName, Lake, LakeConfig, Layout, S3Config};

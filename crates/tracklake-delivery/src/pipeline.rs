@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracklake_event::Event;
 use tracklake_metrics::names;
-use tracklake_table::Table;
+use tracklake_table::{Change, Table};
 
 use crate::CompactionConfig;
 use crate::encode::encode;
@@ -252,8 +252,8 @@ impl Worker {
                 to = intent,
                 "finishing an interrupted delivery"
             );
-            let events = self.read_through(committed, intent).await?;
-            self.publish(committed, intent, Arc::new(events)).await?;
+            let changes = self.read_through(committed, intent).await?;
+            self.publish(committed, intent, Arc::new(changes)).await?;
             committed = intent;
         }
         self.status
@@ -284,7 +284,7 @@ impl Worker {
                 for mut change in batch {
                     self.lake.privacy().apply(&mut change.event);
                     buffered_bytes += approximate_size(&change.event);
-                    buffer.push(change.event);
+                    buffer.push(change);
                 }
             }
             let full = buffered_bytes >= limit;
@@ -321,31 +321,43 @@ impl Worker {
         }
     }
 
-    /// The events of changes `(after, through]`.
-    async fn read_through(&self, after: u64, through: u64) -> Result<Vec<Event>, Error> {
-        let mut events = Vec::new();
+    /// Changes `(after, through]`.
+    async fn read_through(&self, after: u64, through: u64) -> Result<Vec<Change>, Error> {
+        let mut changes = Vec::new();
         let mut read = after;
         while read < through {
             let batch = self.table.read_changes(read, self.batch_size).await?;
             let Some(last) = batch.last() else { break };
             read = last.seq;
-            events.extend(batch.into_iter().filter(|c| c.seq <= through).map(|mut c| {
+            changes.extend(batch.into_iter().filter(|c| c.seq <= through).map(|mut c| {
                 self.lake.privacy().apply(&mut c.event);
-                c.event
+                c
             }));
         }
-        Ok(events)
+        Ok(changes)
     }
 
-    /// Publishes changes `(from, to]` (whose events are `events`) and
-    /// commits the checkpoint `to`.
-    async fn publish(&self, from: u64, to: u64, events: Arc<Vec<Event>>) -> Result<(), Error> {
+    /// Publishes changes `(from, to]` (`changes`, less those of users being
+    /// erased) and commits the checkpoint `to`.
+    async fn publish(&self, from: u64, to: u64, changes: Arc<Vec<Change>>) -> Result<(), Error> {
+        // An erasure waits for this guard before it cleans the lake: what
+        // is published under it was filtered, or is cleaned after.
+        let _publishing = self.lake.suppression.publishing().await;
+        let erased = Arc::new(self.lake.suppression.erased(&changes));
         self.table.save_checkpoint(INTENT, to).await?;
         // Encoding is CPU work: off the async workers.
-        let (lake, all) = (self.lake.clone(), events.clone());
-        let encoded = tokio::task::spawn_blocking(move || encode_partitions(&lake, &all, from, to))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))??;
+        let (lake, all, left_out) = (self.lake.clone(), changes.clone(), erased.clone());
+        let encoded = tokio::task::spawn_blocking(move || {
+            let events: Vec<&Event> = all
+                .iter()
+                .filter(|c| !left_out.contains(&c.seq))
+                .map(|c| &c.event)
+                .collect();
+            encode_partitions(&lake, &events, from, to)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        let events: Vec<&Event> = changes.iter().map(|c| &c.event).collect();
         let (mut failed, mut bytes, files) = (0u64, 0u64, encoded.len());
         for (path, body) in encoded {
             bytes += body.len() as u64;
@@ -353,10 +365,12 @@ impl Worker {
         }
         self.table.save_checkpoint(CONSUMER, to).await?;
         self.table.trim_changes(to).await?;
+        self.lake.suppression.delivered_through(to);
         let s = &self.status;
         s.delivered_seq.store(to, Ordering::Relaxed);
         s.oldest_waiting_ms.store(0, Ordering::Relaxed);
-        s.records.fetch_add(events.len() as u64, Ordering::Relaxed);
+        s.records
+            .fetch_add((events.len() - erased.len()) as u64, Ordering::Relaxed);
         s.files.fetch_add(files as u64, Ordering::Relaxed);
         s.bytes.fetch_add(bytes, Ordering::Relaxed);
         // How long the oldest event of this delivery waited since it was
@@ -368,7 +382,7 @@ impl Worker {
             .map_or(0, |t| (chrono::Utc::now() - t).num_milliseconds().max(0));
         // The article's metric filters read these two fields from JSON logs.
         tracing::info!(
-            records_size = events.len(),
+            records_size = events.len() - erased.len(),
             failed_put_count = failed,
             wait_ms,
             files,
@@ -411,12 +425,12 @@ impl Worker {
 /// One file per partition touched by `(from, to]`, named after that range.
 fn encode_partitions(
     lake: &Lake,
-    events: &[Event],
+    events: &[&Event],
     from: u64,
     to: u64,
 ) -> Result<Vec<(object_store::path::Path, bytes::Bytes)>, Error> {
     let mut partitions: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
-    for event in events {
+    for &event in events {
         partitions
             .entry(lake.partition(event.event_at))
             .or_default()

@@ -13,7 +13,7 @@ use crate::keys::{decode_row, seq_from, seq_key};
 use crate::query::{Page, Query, scan};
 use crate::retention::{CHECKPOINT_PREFIX, Sweeper};
 use crate::writer::{Command, Encoded, LAST_SEQ, Writer};
-use crate::{BoxFuture, Change, Error, PutOutcome, Table};
+use crate::{BoxFuture, Change, Deleted, Error, PutOutcome, Table};
 
 /// The `[table]` section of the config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,6 +243,17 @@ impl Table for EmbeddedTable {
                 .map_err(Error::Write)?;
             ks.db.persist(PersistMode::SyncAll).map_err(Error::Persist)
         }))
+    }
+
+    fn delete_user<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<Deleted, Error>> {
+        Box::pin(async move {
+            let (reply, outcome) = oneshot::channel();
+            self.commands
+                .send(Command::DeleteUser(user_id.to_owned(), reply))
+                .await
+                .map_err(|_| Error::Closed)?;
+            outcome.await.map_err(|_| Error::Closed)?
+        })
     }
 
     fn trim_changes(&self, through: u64) -> BoxFuture<'_, Result<(), Error>> {

@@ -42,6 +42,18 @@ pub struct Change {
     pub event: Event,
 }
 
+/// What [`Table::delete_user`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Deleted {
+    /// The user's stored events.
+    pub events: u64,
+    /// Of those, how many were still waiting in the change log.
+    pub undelivered: u64,
+    /// Every change of this user up to here is gone; delivery must pass
+    /// it before the lake can be cleaned for good.
+    pub through_seq: u64,
+}
+
 /// The per-user event table with a change stream.
 pub trait Table: Send + Sync + 'static {
     /// Stores events; returns once they are durable (fsynced), one outcome
@@ -67,6 +79,11 @@ pub trait Table: Send + Sync + 'static {
         consumer: &'a str,
         seq: u64,
     ) -> BoxFuture<'a, Result<(), Error>>;
+
+    /// Removes every event of a user (by its text form, like
+    /// [`Query::user_id`]) from the table and from the undelivered change
+    /// log; durable when it returns. Events stored later are kept.
+    fn delete_user<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<Deleted, Error>>;
 
     /// Drops changes with `seq <= through` (after every consumer has them).
     fn trim_changes(&self, through: u64) -> BoxFuture<'_, Result<(), Error>>;

@@ -14,8 +14,10 @@ use tracklake_event::Event;
 use tracklake_metrics::names;
 
 use crate::embedded::Keyspaces;
-use crate::keys::{decode_row, id_key, row_key, row_value, seq_key, time_bytes, time_from_bytes};
-use crate::{Error, PutOutcome};
+use crate::keys::{
+    decode_row, id_key, row_key, row_value, seq_key, time_bytes, time_from_bytes, user_prefix,
+};
+use crate::{Deleted, Error, PutOutcome};
 
 pub(crate) const LAST_SEQ: &[u8] = b"last_seq";
 
@@ -29,6 +31,9 @@ type Reply = oneshot::Sender<Result<Vec<PutOutcome>, Error>>;
 
 pub(crate) enum Command {
     Put(Vec<Encoded>, Reply),
+    /// Remove every stored event of a user (its key), after everything
+    /// queued before it.
+    DeleteUser(String, oneshot::Sender<Result<Deleted, Error>>),
     /// Stop after everything queued before it, and sync.
     Stop(oneshot::Sender<Result<(), Error>>),
 }
@@ -74,6 +79,7 @@ impl Writer {
         while let Some(first) = self.commands.blocking_recv() {
             let mut group: Vec<(Vec<Encoded>, Reply)> = Vec::new();
             let mut stop = None;
+            let mut delete = None;
             let mut queued = 0;
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
@@ -84,6 +90,10 @@ impl Writer {
                     }
                     Command::Stop(reply) => {
                         stop = Some(reply);
+                        break;
+                    }
+                    Command::DeleteUser(user, reply) => {
+                        delete = Some((user, reply));
                         break;
                     }
                 }
@@ -98,11 +108,54 @@ impl Writer {
                     return;
                 }
             }
+            if let Some((user, reply)) = delete {
+                let _ = reply.send(self.delete_user(&user));
+            }
             if let Some(reply) = stop {
                 let _ = written_tx.send(Written::Stop(reply));
                 return;
             }
         }
+    }
+
+    /// Removes a user's rows, id entries and undelivered changes in one
+    /// atomic batch, made durable before returning. Done here, between
+    /// groups, so that no put of the same user interleaves with it.
+    fn delete_user(&mut self, user: &str) -> Result<Deleted, Error> {
+        if !self.healthy.load(Ordering::Acquire) {
+            return Err(Error::Failed);
+        }
+        let ks = &self.ks;
+        let prefix = user_prefix(user);
+        let mut batch = ks.db.batch();
+        let mut events = 0u64;
+        for guard in ks.rows.prefix(&prefix) {
+            batch.remove(&ks.rows, guard.key().map_err(Error::Read)?);
+            events += 1;
+        }
+        for guard in ks.ids.prefix(&prefix) {
+            batch.remove(&ks.ids, guard.key().map_err(Error::Read)?);
+        }
+        // The change log holds only what delivery has not trimmed yet.
+        let mut changes = 0u64;
+        for guard in ks.changes.iter() {
+            let (key, json) = guard.into_inner().map_err(Error::Read)?;
+            let owner: Owner = serde_json::from_slice(&json).map_err(Error::Decode)?;
+            if owner.user_id.as_key() == user {
+                batch.remove(&ks.changes, key);
+                changes += 1;
+            }
+        }
+        batch.commit().map_err(Error::Write)?;
+        ks.db.persist(PersistMode::SyncAll).map_err(|error| {
+            self.healthy.store(false, Ordering::Release);
+            Error::Persist(error)
+        })?;
+        Ok(Deleted {
+            events,
+            undelivered: changes,
+            through_seq: self.last_seq,
+        })
     }
 
     fn write(&mut self, group: Vec<(Vec<Encoded>, Reply)>) -> Written {
@@ -201,6 +254,12 @@ impl Writer {
             None => Ok(None),
         }
     }
+}
+
+/// The one field of a stored event that deletion needs.
+#[derive(serde::Deserialize)]
+struct Owner {
+    user_id: tracklake_event::UserId,
 }
 
 struct Syncer {

@@ -317,3 +317,35 @@ async fn concurrent_writers_share_commits_and_lose_nothing() {
         .unwrap();
     assert_eq!(page.events.len(), 200);
 }
+
+#[tokio::test]
+async fn deleting_a_user_removes_rows_ids_and_undelivered_changes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path());
+    t.put(
+        (0..30)
+            .map(|i| event(i % 3, &format!("e{i}"), "login", i))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    t.trim_changes(15).await.unwrap(); // half delivered
+    let deleted = t.delete_user("1").await.unwrap();
+    assert_eq!(deleted.events, 10);
+    assert_eq!(deleted.undelivered, 5);
+    assert_eq!(deleted.through_seq, 30);
+    assert!(t.query(Query::recent("1")).await.unwrap().events.is_empty());
+    assert_eq!(t.query(Query::recent("0")).await.unwrap().events.len(), 10);
+    assert_eq!(t.query(Query::recent("2")).await.unwrap().events.len(), 10);
+    let changes = t.read_changes(0, 100).await.unwrap();
+    assert_eq!(changes.len(), 10);
+    assert!(changes.iter().all(|c| c.event.user_id != UserId::Int(1)));
+    // The id is free again: the same event can be stored anew, and survives a reopen.
+    let again = t.put(vec![event(1, "e1", "login", 1)]).await.unwrap();
+    assert!(matches!(again[0], PutOutcome::Stored(_)));
+    t.close().await.unwrap();
+    drop(t);
+    let t = open(dir.path());
+    assert_eq!(ids(&t.query(Query::recent("1")).await.unwrap()), ["e1"]);
+    assert_eq!(t.stored_ids().unwrap().len(), 21);
+}
