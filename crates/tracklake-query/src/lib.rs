@@ -29,7 +29,7 @@ use tracklake_metrics::names;
 use tracklake_table::Table;
 
 pub use output::to_json_rows;
-pub use reports::{Report, ReportConfig, ReportError, Reports};
+pub use reports::{Report, ReportConfig, ReportError, Reports, forget_saved};
 
 /// `[query]` in the config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]

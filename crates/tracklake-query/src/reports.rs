@@ -226,6 +226,16 @@ impl Reports {
         Ok(report)
     }
 
+    /// Drops every kept answer, in memory and on disk, so that the next
+    /// request computes afresh (after a user's events were deleted, a kept
+    /// answer could still name them).
+    pub async fn forget_all(&self) {
+        for slot in self.slots.values() {
+            *slot.lock().await = None;
+        }
+        remove_saved(&self.dir);
+    }
+
     /// A saved answer, if it was computed from the same SQL.
     fn load(&self, name: &str, def: &ReportConfig) -> Option<Report> {
         let bytes = std::fs::read(self.dir.join(format!("{name}.json"))).ok()?;
@@ -242,5 +252,23 @@ impl Reports {
             serde_json::to_vec(report).map_err(std::io::Error::other)?,
         )?;
         std::fs::rename(staged, path)
+    }
+}
+
+/// Removes the answers saved in `<data_dir>/reports`.
+pub fn forget_saved(data_dir: &std::path::Path) {
+    remove_saved(&data_dir.join("reports"));
+}
+
+fn remove_saved(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.path().extension().is_some_and(|e| e == "json")
+            && let Err(error) = std::fs::remove_file(entry.path())
+        {
+            tracing::warn!(path = %entry.path().display(), %error, "could not remove a saved report");
+        }
     }
 }

@@ -81,6 +81,12 @@ fn needed(method: &Method, path: &str) -> Option<Scope> {
     if matches!(path, "/healthz" | "/readyz" | "/") || path.starts_with("/assets/") {
         return None;
     }
+    // Deleting events and reading deletion jobs are for administrators.
+    if path.starts_with("/v1/deletions")
+        || (method == Method::DELETE && path.starts_with("/v1/users/"))
+    {
+        return Some(Scope::Admin);
+    }
     let ingest = path == "/v1/events"
         || [
             "track", "identify", "page", "screen", "group", "alias", "batch",
@@ -180,6 +186,11 @@ mod tests {
             Some(Scope::Read)
         );
         assert_eq!(needed(&Method::POST, "/v1/query"), Some(Scope::Read));
+        assert_eq!(
+            needed(&Method::DELETE, "/v1/users/1/events"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(needed(&Method::GET, "/v1/deletions/x"), Some(Scope::Admin));
         assert_eq!(needed(&Method::GET, "/metrics"), Some(Scope::Read));
         assert_eq!(needed(&Method::GET, "/healthz"), None);
         assert_eq!(needed(&Method::GET, "/assets/dashboard.js"), None);

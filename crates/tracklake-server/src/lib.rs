@@ -1,5 +1,6 @@
 //! tracklake's HTTP API: ingest (`POST /v1/events`), per-user reads
-//! (`GET /v1/users/{id}/events`), SQL and reports (`POST /v1/query`,
+//! (`GET /v1/users/{id}/events`), per-user deletion
+//! (`DELETE /v1/users/{id}/events`), SQL and reports (`POST /v1/query`,
 //! `GET /v1/reports/{name}`) and health checks, on axum.
 
 mod auth;
@@ -98,6 +99,16 @@ pub trait Sql: Send + Sync {
     fn report<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<serde_json::Value, SqlError>>;
 }
 
+/// Per-user deletion, as the API sees it (the delivery crate does the work).
+pub trait Deleter: Send + Sync {
+    /// Queues the deletion of every event of a user; the job as JSON.
+    fn request(&self, user_id: &str) -> Result<serde_json::Value, String>;
+    /// One job as JSON, if there is one with this id.
+    fn job(&self, id: &str) -> Option<serde_json::Value>;
+    /// Every job, oldest first.
+    fn jobs(&self) -> Vec<serde_json::Value>;
+}
+
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How a statement failed, which decides the HTTP status.
@@ -121,6 +132,8 @@ pub struct App {
     pub pipeline: Option<Arc<dyn Pipeline>>,
     pub sql: Option<Arc<dyn Sql>>,
     pub monitor: Option<Arc<tracklake_metrics::Monitor>>,
+    /// Set once at start-up, when deletion is available.
+    pub deleter: std::sync::OnceLock<Arc<dyn Deleter>>,
     limiter: Option<limits::Limiter>,
     ready: AtomicBool,
 }
@@ -142,6 +155,7 @@ impl App {
             pipeline,
             sql,
             monitor,
+            deleter: std::sync::OnceLock::new(),
             limiter,
             ready: AtomicBool::new(false),
         })
@@ -168,7 +182,12 @@ pub fn router(app: Arc<App>) -> Router {
     });
     segment
         .route("/v1/events", post(routes::events::post))
-        .route("/v1/users/{user_id}/events", get(routes::users::events))
+        .route(
+            "/v1/users/{user_id}/events",
+            get(routes::users::events).delete(routes::deletion::request),
+        )
+        .route("/v1/deletions", get(routes::deletion::list))
+        .route("/v1/deletions/{id}", get(routes::deletion::job))
         .route("/v1/query", post(routes::query::query))
         .route("/v1/reports", get(routes::query::reports))
         .route("/v1/reports/{name}", get(routes::query::report))

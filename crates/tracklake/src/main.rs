@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use commands::{bench, keys, lake, put, query, recent, seed};
+use commands::{bench, keys, lake, put, query, recent, seed, users};
 
 // glibc's malloc showed up as a fifth of the writer thread's time under load.
 #[global_allocator]
@@ -61,6 +61,9 @@ enum Command {
     Query(query::QueryArgs),
     /// An interactive SQL shell with history.
     Sql(query::ShellArgs),
+    /// Delete a user's events everywhere they are kept.
+    #[command(subcommand)]
+    Users(users::Command),
     /// Inspect and check the lake.
     #[command(subcommand)]
     Lake(lake::Command),
@@ -94,6 +97,7 @@ fn main() -> anyhow::Result<()> {
             Command::Keys(cmd) => keys::run(cmd),
             Command::Query(args) => query::query(args).await,
             Command::Sql(args) => query::shell(args).await,
+            Command::Users(cmd) => users::run(cmd).await,
             Command::Lake(cmd) => lake::run(cmd).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tracklake_delivery::{Delivery, Lake};
+use tracklake_delivery::{Deletions, Delivery, Lake};
 use tracklake_event::{Privacy, Rules, Validator};
 use tracklake_metrics::{Alarms, Exporter, History, Monitor, names};
 use tracklake_query::{Engine, Error as QueryError, ReportError, Reports, to_json_rows};
-use tracklake_server::{App, BoxFuture, Pipeline, Sql, SqlError};
+use tracklake_server::{App, BoxFuture, Deleter, Pipeline, Sql, SqlError};
 use tracklake_table::{EmbeddedTable, Table};
 
 use crate::config::Config;
@@ -75,13 +75,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Engine::open(
             &config.query,
             &config.data_dir,
-            lake,
+            lake.clone(),
             Some(table.clone() as Arc<dyn Table>),
         )
         .await
         .context("starting the query engine")?,
     );
-    let reports = Reports::new(engine.clone(), &config.data_dir);
+    let reports = Arc::new(Reports::new(engine.clone(), &config.data_dir));
+    let deletions = Arc::new(
+        Deletions::start(
+            &config.data_dir,
+            table.clone(),
+            lake.clone(),
+            Box::new({
+                let reports = reports.clone();
+                move || {
+                    let reports = reports.clone();
+                    tokio::spawn(async move { reports.forget_all().await });
+                }
+            }),
+        )
+        .context("starting deletion jobs")?,
+    );
     let monitor = Arc::new(Monitor {
         exporter: Exporter::install().map_err(anyhow::Error::msg)?,
         history: History::open(config.data_dir.join("metrics"), config.metrics.clone())
@@ -103,6 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(sql),
         Some(monitor),
     );
+    let _ = app.deleter.set(Arc::new(DeletionView(deletions.clone())));
     app.set_ready(true);
 
     // One line on stdout that scripts can wait for; logs go to stderr.
@@ -130,6 +146,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
         Err(_) => tracing::warn!("in-flight requests did not finish within {GRACE:?}"),
     }
+    // A deletion cut short resumes at the next start.
+    deletions.stop();
     // Publish what is buffered before the table stops.
     if let Err(e) = delivery.stop().await {
         tracing::error!(error = %e, "delivery did not finish; it resumes at the next start");
@@ -173,7 +191,7 @@ fn record_delivery(delivery: &Delivery) {
 /// What the API sees of the query engine and the reports.
 struct SqlView {
     engine: Arc<Engine>,
-    reports: Reports,
+    reports: Arc<Reports>,
 }
 
 fn sql_error(e: QueryError) -> SqlError {
@@ -206,6 +224,30 @@ impl Sql for SqlView {
                 Err(ReportError::Query { source, .. }) => Err(sql_error(source)),
             }
         })
+    }
+}
+
+/// What the API sees of deletion jobs.
+struct DeletionView(Arc<Deletions>);
+
+fn job_json(job: &tracklake_delivery::DeletionJob) -> serde_json::Value {
+    serde_json::to_value(job).expect("a deletion job serializes")
+}
+
+impl Deleter for DeletionView {
+    fn request(&self, user_id: &str) -> Result<serde_json::Value, String> {
+        self.0
+            .request(user_id)
+            .map(|job| job_json(&job))
+            .map_err(|e| e.to_string())
+    }
+
+    fn job(&self, id: &str) -> Option<serde_json::Value> {
+        self.0.get(id).map(|job| job_json(&job))
+    }
+
+    fn jobs(&self) -> Vec<serde_json::Value> {
+        self.0.list().iter().map(job_json).collect()
     }
 }
 

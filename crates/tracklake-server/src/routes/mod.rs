@@ -1,3 +1,4 @@
+pub mod deletion;
 pub mod events;
 pub mod health;
 pub mod monitor;

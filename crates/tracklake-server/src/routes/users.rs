@@ -61,15 +61,21 @@ struct PageBody<'a, E: Serialize> {
     next_cursor: Option<&'a str>,
 }
 
-/// Parses `limit, order, type, from, to, fields, cursor`; `type` and
-/// `fields` may repeat or hold comma-separated lists.
-fn parse_query(user_id: String, raw: &str) -> Result<(Query, Option<Vec<String>>), ApiError> {
+/// A user id from a path: what validation lets into the table.
+pub(crate) fn check_user_id(user_id: &str) -> Result<(), ApiError> {
     if user_id.is_empty() || user_id.chars().any(char::is_control) {
         return Err(ApiError::bad_parameter(
             "user_id",
             "user_id must be non-empty text without control characters",
         ));
     }
+    Ok(())
+}
+
+/// Parses `limit, order, type, from, to, fields, cursor`; `type` and
+/// `fields` may repeat or hold comma-separated lists.
+fn parse_query(user_id: String, raw: &str) -> Result<(Query, Option<Vec<String>>), ApiError> {
+    check_user_id(&user_id)?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|e| {
         ApiError::bad_parameter("query", format!("the query string is malformed: {e}"))
     })?;

@@ -5,10 +5,12 @@ mod bench_query;
 mod fake_data;
 pub mod keys;
 pub mod lake;
+pub mod place;
 pub mod put;
 pub mod query;
 pub mod recent;
 pub mod seed;
+pub mod users;
 
 use anyhow::{Context, bail};
 use serde_json::Value;
@@ -66,6 +68,11 @@ impl Api {
     /// cannot be reached.
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
         self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    /// DELETEs; returns the status and body.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.send(self.http.delete(self.url(path))).await
     }
 
     /// GETs JSON, turning an API error into a readable one.

@@ -11,26 +11,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use tracklake_delivery::Lake;
 use tracklake_query::{Engine, Error as QueryError, to_json_rows};
 use tracklake_table::{EmbeddedTable, Table};
 
-use super::{Api, Target, describe_error, print_table};
-use crate::config;
-
-#[derive(clap::Args)]
-pub struct Where {
-    /// Config file (default: ./tracklake.toml when present).
-    #[arg(long, env = "TRACKLAKE_CONFIG")]
-    config: Option<PathBuf>,
-    /// Data directory (default: ./tracklake-data).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// The server to ask when another tracklake holds the data directory
-    /// (default: the config's server.listen).
-    #[arg(long, env = "TRACKLAKE_URL")]
-    url: Option<String>,
-}
+use super::place::{self, Opened, Where};
+use super::{Api, describe_error, print_table};
 
 #[derive(clap::Args)]
 pub struct QueryArgs {
@@ -73,52 +58,21 @@ enum Runner {
 
 impl Runner {
     async fn open(place: Where) -> anyhow::Result<Runner> {
-        let config = config::load(place.config.as_deref(), place.data_dir, None)?;
-        let table_dir = config.data_dir.join("table");
-        std::fs::create_dir_all(&table_dir)
-            .with_context(|| format!("creating {}", table_dir.display()))?;
-        let table = match EmbeddedTable::open(&table_dir, &config.table) {
-            Ok(table) => Arc::new(table),
-            Err(open_error) => {
-                let url = place
-                    .url
-                    .unwrap_or_else(|| format!("http://{}", config.server.listen));
-                let key = std::env::var("TRACKLAKE_KEY")
-                    .ok()
-                    .filter(|k| !k.is_empty());
-                let api = Api::new(&Target {
-                    url: url.clone(),
-                    key,
-                })?;
-                if api.get("/healthz", &[]).await.is_ok() {
-                    return Ok(Runner::Remote(api));
-                }
-                return Err(open_error).with_context(|| {
-                    format!(
-                        "opening {} (and no tracklake answers at {url})",
-                        table_dir.display()
-                    )
-                });
-            }
+        let local = match place::open(place).await? {
+            Opened::Remote(api) => return Ok(Runner::Remote(api)),
+            Opened::Local(local) => local,
         };
-        let privacy = tracklake_event::Privacy::new(&config.privacy, &config.data_dir)
-            .map_err(anyhow::Error::msg)?;
-        let lake = Arc::new(
-            Lake::open(&config.lake, &config.data_dir)
-                .context("opening the lake")?
-                .with_privacy(privacy),
-        );
         let engine = Engine::open(
-            &config.query,
-            &config.data_dir,
-            lake,
-            Some(table.clone() as Arc<dyn Table>),
+            &local.config.query,
+            &local.config.data_dir,
+            local.lake,
+            Some(local.table.clone() as Arc<dyn Table>),
         )
         .await
         .context("starting the query engine")?;
         Ok(Runner::Local {
             engine: Box::new(engine),
-            table,
+            table: local.table,
         })
     }
 

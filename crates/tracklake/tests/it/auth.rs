@@ -37,6 +37,7 @@ async fn call(s: &Server, method: &str, path: &str, auth: Option<String>) -> u16
         "POST" => client
             .post(url)
             .json(&json!({"user_id": 1, "event_type": "login"})),
+        "DELETE" => client.delete(url),
         _ => client.get(url),
     };
     if let Some(auth) = auth {
@@ -68,6 +69,8 @@ async fn every_endpoint_asks_for_a_key_of_the_right_scope() {
         ("GET", "/metrics", "read"),
         ("GET", "/v1/metrics/history", "read"),
         ("GET", "/v1/alarms", "read"),
+        ("DELETE", "/v1/users/nobody-at-all/events", "admin"),
+        ("GET", "/v1/deletions", "admin"),
     ];
     for (method, path, scope) in endpoints {
         let what = format!("{method} {path}");
@@ -86,10 +89,10 @@ async fn every_endpoint_asks_for_a_key_of_the_right_scope() {
             401,
             "{what} with a garbled header"
         );
-        let (right, wrong) = if scope == "write" {
-            (&write, &read)
-        } else {
-            (&read, &write)
+        let (right, wrong) = match scope {
+            "write" => (&write, &read),
+            "admin" => (&admin, &read),
+            _ => (&read, &write),
         };
         assert_eq!(
             call(&s, method, path, bearer(wrong)).await,

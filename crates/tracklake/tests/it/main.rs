@@ -7,6 +7,7 @@ mod api;
 mod auth;
 mod cli;
 mod crash;
+mod deletion;
 mod docs;
 mod hostile;
 mod lake;
