@@ -19,12 +19,12 @@ use datafusion::sql::sqlparser::ast::{
     AlterTableOperation, CreateTable, ObjectName, ObjectType, SchemaName, ShowStatementOptions,
     Statement,
 };
-use datafusion::sql::sqlparser::dialect::HiveDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use serde::{Deserialize, Serialize};
 use tracklake_delivery::Lake;
 
-use crate::external::{ExternalTable, TableDef};
+use tracklake_ddl::TableDef;
+
+use crate::external::ExternalTable;
 use crate::{Error, QueryConfig};
 
 const CATALOG: &str = "tracklake";
@@ -86,13 +86,10 @@ impl Catalog {
         ctx: &SessionContext,
         sql: &str,
     ) -> Result<Option<Vec<RecordBatch>>, Error> {
-        let Ok(mut statements) = Parser::parse_sql(&HiveDialect {}, sql) else {
+        let Some(statement) = tracklake_ddl::parse(sql) else {
             return Ok(None);
         };
-        if statements.len() != 1 {
-            return Ok(None);
-        }
-        let answer = match statements.remove(0) {
+        let answer = match statement {
             Statement::CreateDatabase {
                 db_name,
                 if_not_exists,
@@ -103,14 +100,7 @@ impl Catalog {
                 if_not_exists,
                 ..
             } => self.create_database(ctx, &name, if_not_exists, sql)?,
-            Statement::CreateTable(create)
-                if create.external
-                    || create.location.is_some()
-                    || create
-                        .hive_formats
-                        .as_ref()
-                        .is_some_and(|f| f.location.is_some()) =>
-            {
+            Statement::CreateTable(create) if tracklake_ddl::is_external(&create) => {
                 self.create_table(ctx, create, sql).await?
             }
             Statement::Drop {
@@ -254,7 +244,8 @@ impl Catalog {
                 "Table {database}.{table} already exists"
             )));
         }
-        let def = TableDef::from_statement(&create, &self.locations)?;
+        let def = TableDef::from_statement(&create, &self.locations)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         let provider = ExternalTable::open(def, &self.lake)?;
         schema.register_table(table.clone(), Arc::new(provider))?;
         self.save(|saved| {

@@ -19,140 +19,20 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray, new_null_array};
 use datafusion::arrow::compute::{CastOptions, cast_with_options};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::{MemTable, TableType};
 use datafusion::logical_expr::Expr;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::sql::sqlparser::ast::{CreateTable, HiveDistributionStyle, SqlOption};
 use futures_util::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tracklake_delivery::{Lake, LakeConfig};
 
+use tracklake_ddl::TableDef;
+
 use crate::Error;
-
-/// A table's definition, from its `CREATE EXTERNAL TABLE`.
-#[derive(Debug, Clone)]
-pub struct TableDef {
-    pub columns: Vec<(String, DataType)>,
-    pub partitions: Vec<(String, DataType)>,
-    /// The location after `[query.locations]` is applied.
-    pub location: String,
-    /// `'mapping.<column>' = '<json key>'` SerDe properties.
-    pub mapping: BTreeMap<String, String>,
-}
-
-impl TableDef {
-    pub fn from_statement(
-        create: &CreateTable,
-        locations: &BTreeMap<String, String>,
-    ) -> Result<TableDef, Error> {
-        let column =
-            |c: &datafusion::sql::sqlparser::ast::ColumnDef| -> Result<(String, DataType), Error> {
-                Ok((
-                    c.name.value.to_lowercase(),
-                    declared_type(&c.data_type.to_string())?,
-                ))
-            };
-        let columns = create
-            .columns
-            .iter()
-            .map(column)
-            .collect::<Result<Vec<_>, _>>()?;
-        let partitions = match &create.hive_distribution {
-            HiveDistributionStyle::PARTITIONED { columns } => {
-                columns.iter().map(column).collect::<Result<Vec<_>, _>>()?
-            }
-            _ => Vec::new(),
-        };
-        let formats = create.hive_formats.as_ref();
-        let location = create
-            .location
-            .clone()
-            .or_else(|| formats.and_then(|f| f.location.clone()))
-            .ok_or_else(|| Error::Invalid("CREATE EXTERNAL TABLE needs a LOCATION".into()))?;
-        let mut mapping = BTreeMap::new();
-        for option in formats
-            .and_then(|f| f.serde_properties.as_ref())
-            .into_iter()
-            .flatten()
-        {
-            if let SqlOption::KeyValue { key, value } = option {
-                let key = key.value.trim_matches(['\'', '"']).to_lowercase();
-                let value = value.to_string().trim_matches(['\'', '"']).to_owned();
-                if let Some(column) = key.strip_prefix("mapping.") {
-                    mapping.insert(column.to_owned(), value);
-                }
-            }
-        }
-        Ok(TableDef {
-            columns,
-            partitions,
-            location: map_location(&location, locations),
-            mapping,
-        })
-    }
-
-    fn schema(&self) -> SchemaRef {
-        let fields = self
-            .columns
-            .iter()
-            .chain(&self.partitions)
-            .map(|(name, t)| Field::new(name, t.clone(), true));
-        Arc::new(Schema::new(fields.collect::<Vec<_>>()))
-    }
-}
-
-/// Applies the longest matching `[query.locations]` prefix.
-fn map_location(location: &str, locations: &BTreeMap<String, String>) -> String {
-    let with_slash = |s: &str| format!("{}/", s.trim_end_matches('/'));
-    let location = with_slash(location);
-    locations
-        .iter()
-        .filter(|(from, _)| location.starts_with(&with_slash(from)))
-        .max_by_key(|(from, _)| from.len())
-        .map(|(from, to)| format!("{}{}", with_slash(to), &location[with_slash(from).len()..]))
-        .unwrap_or(location)
-}
-
-/// Hive/Athena column types; complex types are kept as their JSON text.
-fn declared_type(text: &str) -> Result<DataType, Error> {
-    let t = text.trim().to_lowercase();
-    let base = t.split(['(', '<']).next().unwrap_or("").trim();
-    Ok(match base {
-        "string" | "varchar" | "char" | "text" => DataType::Utf8,
-        "tinyint" => DataType::Int8,
-        "smallint" => DataType::Int16,
-        "int" | "integer" => DataType::Int32,
-        "bigint" => DataType::Int64,
-        "float" | "real" => DataType::Float32,
-        "double" => DataType::Float64,
-        "boolean" => DataType::Boolean,
-        "date" => DataType::Date32,
-        "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
-        "decimal" | "numeric" => {
-            let args: Vec<u8> = t
-                .trim_start_matches(base)
-                .trim_matches(['(', ')', ' '])
-                .split(',')
-                .filter_map(|s| s.trim().parse().ok())
-                .collect();
-            match args.as_slice() {
-                [p, s] => DataType::Decimal128(*p, *s as i8),
-                [p] => DataType::Decimal128(*p, 0),
-                _ => DataType::Decimal128(10, 0),
-            }
-        }
-        "array" | "map" | "struct" => DataType::Utf8,
-        other => {
-            return Err(Error::Invalid(format!(
-                "column type {other:?} is not supported"
-            )));
-        }
-    })
-}
 
 pub struct ExternalTable {
     def: TableDef,
@@ -356,44 +236,5 @@ impl TableProvider for ExternalTable {
         MemTable::try_new(self.def.schema(), vec![batches])?
             .scan(state, projection, filters, limit)
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn locations_map_by_longest_prefix() {
-        let map = BTreeMap::from([
-            ("s3://exampro-events/".to_owned(), "/data/lake".to_owned()),
-            (
-                "s3://exampro-events/old".to_owned(),
-                "s3://archive/old/".to_owned(),
-            ),
-        ]);
-        assert_eq!(map_location("s3://exampro-events/", &map), "/data/lake/");
-        assert_eq!(
-            map_location("s3://exampro-events/events", &map),
-            "/data/lake/events/"
-        );
-        assert_eq!(
-            map_location("s3://exampro-events/old/x/", &map),
-            "s3://archive/old/x/"
-        );
-        assert_eq!(map_location("s3://elsewhere/", &map), "s3://elsewhere/");
-    }
-
-    #[test]
-    fn hive_types() {
-        assert_eq!(declared_type("INT").unwrap(), DataType::Int32);
-        assert_eq!(declared_type("varchar(64)").unwrap(), DataType::Utf8);
-        assert_eq!(
-            declared_type("DECIMAL(10,2)").unwrap(),
-            DataType::Decimal128(10, 2)
-        );
-        assert_eq!(declared_type("array<string>").unwrap(), DataType::Utf8);
-        assert!(declared_type("geometry").is_err());
-        let _ = new_null_array(&DataType::Int32, 1).len();
     }
 }

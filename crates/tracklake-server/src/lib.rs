@@ -220,6 +220,26 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// Entry points for the fuzz targets under `fuzz/`: the parsing the API does
+/// before anything is stored. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use serde_json::{Map, Value};
+    use tracklake_event::Rejection;
+
+    /// A Segment message (of call `kind`) as tracklake event fields.
+    pub fn segment_message(kind: &str, message: &Value) -> Result<Map<String, Value>, Rejection> {
+        crate::routes::segment::to_event(kind, message)
+    }
+
+    /// The query string of `GET /v1/users/{user_id}/events`: `Ok` when taken.
+    pub fn user_events_query(user_id: &str, raw: &str) -> Result<(), String> {
+        crate::routes::users::parse_query(user_id.to_owned(), raw)
+            .map(|_| ())
+            .map_err(|e| format!("{}: {}", e.code, e.message))
+    }
+}
+
 /// The TLS acceptor for `server.tls_cert` / `server.tls_key`, if set;
 /// an error names the file at fault.
 pub use listen::tls as tls_acceptor;

@@ -31,6 +31,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
              and add them under [server] keys, or pass --allow-unauthenticated if something in front of tracklake checks access"
         );
     }
+    raise_open_files(config.server.max_connections);
     let table_dir = config.data_dir.join("table");
     std::fs::create_dir_all(&table_dir)
         .with_context(|| format!("creating the data directory {}", table_dir.display()))?;
@@ -248,6 +249,43 @@ impl Deleter for DeletionView {
 
     fn jobs(&self) -> Vec<serde_json::Value> {
         self.0.list().iter().map(job_json).collect()
+    }
+}
+
+/// Each connection is a file descriptor, and the usual soft limit (1024)
+/// is below `max_connections`: raise it as far as the hard limit allows,
+/// and say so when even that is too low.
+fn raise_open_files(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        // What the table, the lake and the runtime hold besides connections.
+        let wanted = max_connections as u64 + 1024;
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write `limit`.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return;
+            }
+            if (limit.rlim_cur as u64) < wanted {
+                let raised = libc::rlimit {
+                    rlim_cur: limit.rlim_max.min(wanted as libc::rlim_t),
+                    rlim_max: limit.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        if (limit.rlim_cur as u64) < wanted {
+            tracing::warn!(
+                open_files = limit.rlim_cur as u64,
+                max_connections,
+                "the open-file limit is below server.max_connections + 1024; raise it (ulimit -n) or lower max_connections"
+            );
+        }
     }
 }
 

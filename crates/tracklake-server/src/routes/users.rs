@@ -74,7 +74,10 @@ pub(crate) fn check_user_id(user_id: &str) -> Result<(), ApiError> {
 
 /// Parses `limit, order, type, from, to, fields, cursor`; `type` and
 /// `fields` may repeat or hold comma-separated lists.
-fn parse_query(user_id: String, raw: &str) -> Result<(Query, Option<Vec<String>>), ApiError> {
+pub(crate) fn parse_query(
+    user_id: String,
+    raw: &str,
+) -> Result<(Query, Option<Vec<String>>), ApiError> {
     check_user_id(&user_id)?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).map_err(|e| {
         ApiError::bad_parameter("query", format!("the query string is malformed: {e}"))

@@ -118,3 +118,79 @@ async fn hostile_input_is_refused_and_harms_nothing() {
         201
     );
 }
+
+/// 10,000 connections that send nothing: the server stays up, answers
+/// others meanwhile, closes the idle ones at the header deadline, and
+/// keeps every event accepted before.
+#[tokio::test]
+async fn ten_thousand_idle_connections() {
+    use tokio::io::AsyncReadExt;
+    const IDLE: usize = 10_000;
+    // The sockets of this process count against its own open-file limit.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    if (limit.rlim_max as usize) < IDLE + 2_000 {
+        let note = format!(
+            "the open-file hard limit is {}; this test needs {}",
+            limit.rlim_max,
+            IDLE + 2_000
+        );
+        assert!(std::env::var_os("CI").is_none(), "{note}");
+        eprintln!("skipping: {note}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{ARTICLE_CONFIG}[server]\nheader_timeout_secs = 5\n");
+    let s = Server::start(&dir.path().join("data"), &config);
+    let before: Vec<Value> = (0..50)
+        .map(|i| json!({"user_id": 1, "event_type": "login", "event_id": format!("kept-{i}")}))
+        .collect();
+    assert_eq!(s.post(&Value::Array(before)).await.0, 200);
+
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::with_capacity(IDLE);
+    let started = std::time::Instant::now();
+    for _ in 0..IDLE {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    eprintln!("connected in {:?}", started.elapsed());
+    // With all of them open, others are still served.
+    assert_eq!(s.get("/healthz").await.0, 200);
+    let one = json!({"user_id": 2, "event_type": "login", "event_id": "during"});
+    assert_eq!(s.post(&one).await.0, 201);
+    assert_eq!(s.all_ids("1").await.len(), 50);
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", s.pid()))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        });
+    eprintln!("server with {IDLE} idle connections: {rss:?}");
+    // Past the header deadline every idle connection is closed by the server.
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    let mut buf = [0u8; 256];
+    let mut closed = 0;
+    for conn in &mut idle {
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf));
+        if let Ok(Ok(n)) = read.await {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, IDLE, "every idle connection was closed");
+    drop(idle);
+    assert_eq!(s.get("/healthz").await.0, 200);
+    assert_eq!(s.all_ids("1").await.len(), 50);
+    assert_eq!(s.all_ids("2").await, ["during"]);
+}

@@ -1,0 +1,209 @@
+//! Athena's DDL, translated: statements are parsed in the Hive dialect
+//! (what Athena's DDL is), and a `CREATE EXTERNAL TABLE` (columns,
+//! `PARTITIONED BY`, `ROW FORMAT SERDE … WITH SERDEPROPERTIES`, `LOCATION`)
+//! becomes a [`TableDef`]. Kept apart from the query engine so that it can
+//! be fuzzed without building DataFusion.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+pub use sqlparser;
+use sqlparser::ast::{CreateTable, HiveDistributionStyle, SqlOption, Statement};
+use sqlparser::dialect::HiveDialect;
+use sqlparser::parser::Parser;
+
+/// Why a statement cannot be taken: shown to the user as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DdlError(pub String);
+
+impl std::fmt::Display for DdlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DdlError {}
+
+/// The one statement in `sql`, parsed in the Hive dialect; `None` when it
+/// is not exactly one statement Hive's grammar accepts.
+pub fn parse(sql: &str) -> Option<Statement> {
+    let mut statements = Parser::parse_sql(&HiveDialect {}, sql).ok()?;
+    (statements.len() == 1).then(|| statements.remove(0))
+}
+
+/// Whether a `CREATE TABLE` defines a table over files (Athena's kind).
+pub fn is_external(create: &CreateTable) -> bool {
+    create.external
+        || create.location.is_some()
+        || create
+            .hive_formats
+            .as_ref()
+            .is_some_and(|f| f.location.is_some())
+}
+
+/// A table's definition, from its `CREATE EXTERNAL TABLE`.
+#[derive(Debug, Clone)]
+pub struct TableDef {
+    pub columns: Vec<(String, DataType)>,
+    pub partitions: Vec<(String, DataType)>,
+    /// The location after `[query.locations]` is applied.
+    pub location: String,
+    /// `'mapping.<column>' = '<json key>'` SerDe properties.
+    pub mapping: BTreeMap<String, String>,
+}
+
+impl TableDef {
+    pub fn from_statement(
+        create: &CreateTable,
+        locations: &BTreeMap<String, String>,
+    ) -> Result<TableDef, DdlError> {
+        let column = |c: &sqlparser::ast::ColumnDef| -> Result<(String, DataType), DdlError> {
+            Ok((
+                c.name.value.to_lowercase(),
+                declared_type(&c.data_type.to_string())?,
+            ))
+        };
+        let columns = create
+            .columns
+            .iter()
+            .map(column)
+            .collect::<Result<Vec<_>, _>>()?;
+        let partitions = match &create.hive_distribution {
+            HiveDistributionStyle::PARTITIONED { columns } => {
+                columns.iter().map(column).collect::<Result<Vec<_>, _>>()?
+            }
+            _ => Vec::new(),
+        };
+        let formats = create.hive_formats.as_ref();
+        let location = create
+            .location
+            .clone()
+            .or_else(|| formats.and_then(|f| f.location.clone()))
+            .ok_or_else(|| DdlError("CREATE EXTERNAL TABLE needs a LOCATION".into()))?;
+        let mut mapping = BTreeMap::new();
+        for option in formats
+            .and_then(|f| f.serde_properties.as_ref())
+            .into_iter()
+            .flatten()
+        {
+            if let SqlOption::KeyValue { key, value } = option {
+                let key = key.value.trim_matches(['\'', '"']).to_lowercase();
+                let value = value.to_string().trim_matches(['\'', '"']).to_owned();
+                if let Some(column) = key.strip_prefix("mapping.") {
+                    mapping.insert(column.to_owned(), value);
+                }
+            }
+        }
+        Ok(TableDef {
+            columns,
+            partitions,
+            location: map_location(&location, locations),
+            mapping,
+        })
+    }
+
+    /// The columns, then the partition columns, all nullable.
+    pub fn schema(&self) -> SchemaRef {
+        let fields = self
+            .columns
+            .iter()
+            .chain(&self.partitions)
+            .map(|(name, t)| Field::new(name, t.clone(), true));
+        Arc::new(Schema::new(fields.collect::<Vec<_>>()))
+    }
+}
+
+/// Applies the longest matching `[query.locations]` prefix.
+fn map_location(location: &str, locations: &BTreeMap<String, String>) -> String {
+    let with_slash = |s: &str| format!("{}/", s.trim_end_matches('/'));
+    let location = with_slash(location);
+    locations
+        .iter()
+        .filter(|(from, _)| location.starts_with(&with_slash(from)))
+        .max_by_key(|(from, _)| from.len())
+        .map(|(from, to)| format!("{}{}", with_slash(to), &location[with_slash(from).len()..]))
+        .unwrap_or(location)
+}
+
+/// Hive/Athena column types; complex types are kept as their JSON text.
+fn declared_type(text: &str) -> Result<DataType, DdlError> {
+    let t = text.trim().to_lowercase();
+    let base = t.split(['(', '<']).next().unwrap_or("").trim();
+    Ok(match base {
+        "string" | "varchar" | "char" | "text" => DataType::Utf8,
+        "tinyint" => DataType::Int8,
+        "smallint" => DataType::Int16,
+        "int" | "integer" => DataType::Int32,
+        "bigint" => DataType::Int64,
+        "float" | "real" => DataType::Float32,
+        "double" => DataType::Float64,
+        "boolean" => DataType::Boolean,
+        "date" => DataType::Date32,
+        "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        "decimal" | "numeric" => {
+            let args: Vec<u8> = t
+                .trim_start_matches(base)
+                .trim_matches(['(', ')', ' '])
+                .split(',')
+                .filter_map(|s| s.trim().parse().ok())
+                .collect();
+            let (precision, scale) = match args.as_slice() {
+                [p, s] => (*p, *s),
+                [p] => (*p, 0),
+                _ => (10, 0),
+            };
+            // Hive's own bounds; Arrow refuses values outside them later.
+            if !(1..=38).contains(&precision) || scale > precision {
+                return Err(DdlError(format!(
+                    "{text}: a decimal needs a precision from 1 to 38 and a scale no larger"
+                )));
+            }
+            DataType::Decimal128(precision, scale as i8)
+        }
+        "array" | "map" | "struct" => DataType::Utf8,
+        other => {
+            return Err(DdlError(format!("column type {other:?} is not supported")));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_map_by_longest_prefix() {
+        let map = BTreeMap::from([
+            ("s3://exampro-events/".to_owned(), "/data/lake".to_owned()),
+            (
+                "s3://exampro-events/old".to_owned(),
+                "s3://archive/old/".to_owned(),
+            ),
+        ]);
+        assert_eq!(map_location("s3://exampro-events/", &map), "/data/lake/");
+        assert_eq!(
+            map_location("s3://exampro-events/events", &map),
+            "/data/lake/events/"
+        );
+        assert_eq!(
+            map_location("s3://exampro-events/old/x/", &map),
+            "s3://archive/old/x/"
+        );
+        assert_eq!(map_location("s3://elsewhere/", &map), "s3://elsewhere/");
+    }
+
+    #[test]
+    fn hive_types() {
+        assert_eq!(declared_type("INT").unwrap(), DataType::Int32);
+        assert_eq!(declared_type("varchar(64)").unwrap(), DataType::Utf8);
+        assert_eq!(
+            declared_type("DECIMAL(10,2)").unwrap(),
+            DataType::Decimal128(10, 2)
+        );
+        assert_eq!(declared_type("array<string>").unwrap(), DataType::Utf8);
+        assert!(declared_type("geometry").is_err());
+        assert!(declared_type("decimal(0,0)").is_err());
+        assert!(declared_type("decimal(10,12)").is_err());
+    }
+}
