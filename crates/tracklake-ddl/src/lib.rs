@@ -28,8 +28,70 @@ impl std::error::Error for DdlError {}
 /// The one statement in `sql`, parsed in the Hive dialect; `None` when it
 /// is not exactly one statement Hive's grammar accepts.
 pub fn parse(sql: &str) -> Option<Statement> {
-    let mut statements = Parser::parse_sql(&HiveDialect {}, sql).ok()?;
+    let sql = map_and_struct_as_string(sql);
+    let mut statements = Parser::parse_sql(&HiveDialect {}, &sql).ok()?;
     (statements.len() == 1).then(|| statements.remove(0))
+}
+
+/// `map<…>` and `struct<…>` column types (common in Athena tables) written
+/// as `string`: the parser's Hive dialect does not know them, and tracklake
+/// reads such columns as their JSON text anyway. Quoted text is left alone.
+fn map_and_struct_as_string(sql: &str) -> String {
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let (mut i, mut copied) = (0, 0);
+    let mut quote: Option<u8> = None;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if let Some(q) = quote {
+            quote = (b != q).then_some(q);
+            i += 1;
+            continue;
+        }
+        if matches!(b, b'\'' | b'"' | b'`') {
+            quote = Some(b);
+            i += 1;
+            continue;
+        }
+        let word_start = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        let keyword = ["map", "struct"].into_iter().find(|k| {
+            word_start
+                && bytes.len() >= i + k.len()
+                && bytes[i..i + k.len()].eq_ignore_ascii_case(k.as_bytes())
+        });
+        if let Some(k) = keyword {
+            let mut j = i + k.len();
+            while j < bytes.len() && bytes[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if bytes.get(j) == Some(&b'<') {
+                let mut depth = 0usize;
+                while j < bytes.len() {
+                    match bytes[j] {
+                        b'<' => depth += 1,
+                        b'>' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                if j < bytes.len() {
+                    out.push_str(&sql[copied..i]);
+                    out.push_str("string");
+                    i = j + 1;
+                    copied = i;
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+    out.push_str(&sql[copied..]);
+    out
 }
 
 /// Whether a `CREATE TABLE` defines a table over files (Athena's kind).
@@ -168,9 +230,49 @@ fn declared_type(text: &str) -> Result<DataType, DdlError> {
     })
 }
 
+/// Athena's name for a column type (DESCRIBE, and the DDL written for
+/// the lake).
+pub fn athena_type(data_type: &DataType) -> String {
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
+        DataType::Int8 => "tinyint".into(),
+        DataType::Int16 => "smallint".into(),
+        DataType::Int32 => "int".into(),
+        DataType::Int64 => "bigint".into(),
+        DataType::Float32 => "float".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Date32 => "date".into(),
+        DataType::Timestamp(..) => "timestamp".into(),
+        DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn complex_types_parse_as_text() {
+        assert_eq!(
+            map_and_struct_as_string(
+                "CREATE EXTERNAL TABLE t (p MAP<string,string>, d struct<type:string, tags:array<struct<a:int>>>, \
+                 remap string, s array<STRUCT <x:int>>) COMMENT 'map<a,b>' LOCATION 's3://b/'"
+            ),
+            "CREATE EXTERNAL TABLE t (p string, d string, remap string, s array<string>) \
+             COMMENT 'map<a,b>' LOCATION 's3://b/'"
+        );
+        let Some(Statement::CreateTable(create)) =
+            parse("CREATE EXTERNAL TABLE t (d struct<type:string>, n int) LOCATION 's3://b/'")
+        else {
+            panic!("a struct column parses");
+        };
+        let def = TableDef::from_statement(&create, &BTreeMap::new()).unwrap();
+        assert_eq!(def.columns[0], ("d".to_owned(), DataType::Utf8));
+        // An unclosed type is left for the parser to refuse.
+        assert!(parse("CREATE EXTERNAL TABLE t (d map<string LOCATION 's3://b/'").is_none());
+    }
 
     #[test]
     fn locations_map_by_longest_prefix() {

@@ -22,7 +22,7 @@ use datafusion::sql::sqlparser::ast::{
 use serde::{Deserialize, Serialize};
 use tracklake_delivery::Lake;
 
-use tracklake_ddl::TableDef;
+use tracklake_ddl::{TableDef, athena_type};
 
 use crate::external::ExternalTable;
 use crate::{Error, QueryConfig};
@@ -383,24 +383,6 @@ impl Catalog {
 fn shown_in(options: &ShowStatementOptions) -> Option<String> {
     let name = options.show_in.as_ref()?.parent_name.as_ref()?;
     Some(name.to_string().to_lowercase())
-}
-
-/// Athena's name for a column type, for DESCRIBE.
-fn athena_type(data_type: &DataType) -> String {
-    match data_type {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
-        DataType::Int8 => "tinyint".into(),
-        DataType::Int16 => "smallint".into(),
-        DataType::Int32 => "int".into(),
-        DataType::Int64 => "bigint".into(),
-        DataType::Float32 => "float".into(),
-        DataType::Float64 => "double".into(),
-        DataType::Boolean => "boolean".into(),
-        DataType::Date32 => "date".into(),
-        DataType::Timestamp(..) => "timestamp".into(),
-        DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
-        other => other.to_string().to_lowercase(),
-    }
 }
 
 fn message(text: &str) -> RecordBatch {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use commands::{bench, keys, lake, put, query, recent, seed, users};
+use commands::{aws, bench, keys, lake, put, query, recent, seed, users};
 
 // glibc's malloc showed up as a fifth of the writer thread's time under load.
 #[global_allocator]
@@ -67,6 +67,9 @@ enum Command {
     /// Inspect and check the lake.
     #[command(subcommand)]
     Lake(lake::Command),
+    /// Run on AWS: the Athena DDL for the lake.
+    #[command(subcommand)]
+    Aws(aws::Command),
     /// Measure a running tracklake.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -99,6 +102,7 @@ fn main() -> anyhow::Result<()> {
             Command::Sql(args) => query::shell(args).await,
             Command::Users(cmd) => users::run(cmd).await,
             Command::Lake(cmd) => lake::run(cmd).await,
+            Command::Aws(cmd) => aws::run(cmd),
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     })

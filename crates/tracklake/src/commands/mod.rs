@@ -1,5 +1,6 @@
 //! Commands that talk to a running tracklake over its HTTP API.
 
+pub mod aws;
 pub mod bench;
 mod bench_query;
 mod fake_data;

@@ -160,3 +160,96 @@ async fn sql_reads_the_lake_on_s3() {
             .await;
     assert_eq!(rows, json!([{"n": 25, "users": 5}]));
 }
+
+/// `tracklake aws athena-ddl` over a lake on S3 (Parquet, then JSON lines):
+/// its statements run in tracklake's own SQL, and the table they define
+/// answers as the built-in `events` does.
+#[tokio::test]
+async fn athena_ddl_defines_the_lake_as_written() {
+    if !Moto::available() {
+        return;
+    }
+    let moto = Moto::start(free_port()).await;
+    for (n, format) in ["parquet", "ndjson"].into_iter().enumerate() {
+        let bucket = format!("athena-{n}");
+        moto.create_bucket(&bucket).await;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let config = format!(
+            "[lake]\nurl = \"s3://{bucket}/lake/\"\nformat = \"{format}\"\n[lake.s3]\nendpoint = \"{}\"\nallow_http = true\n\
+             [delivery]\nbuffer_interval_secs = 1\n[query]\nfresh = false\n",
+            moto.endpoint
+        );
+        let s = Server::start_with_env(&data, &config, &AWS_TEST_ENV);
+        let now = chrono::Utc::now();
+        let events: Vec<_> = (0..40)
+            .map(|i| {
+                let at = now - chrono::Duration::days(i % 4);
+                json!({"user_id": i % 5, "event_type": if i % 3 == 0 { "material-view" } else { "login" },
+                       "event_id": format!("a{i}"), "event_at": at.to_rfc3339()})
+            })
+            .collect();
+        assert_eq!(s.post(&serde_json::Value::Array(events)).await.0, 200);
+        let query = |sql: String| {
+            let s = &s;
+            async move {
+                let (status, body) = s.sql(&sql).await;
+                assert_eq!(status, 200, "{sql}: {body}");
+                body["rows"].clone()
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while query("SELECT count(*) AS n FROM events".into()).await != json!([{"n": 40}]) {
+            assert!(
+                Instant::now() < deadline,
+                "the S3 lake never held all 40 events"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let out = std::process::Command::new(crate::harness::BIN)
+            .args(["aws", "athena-ddl", "--config"])
+            .arg(data.with_extension("toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ddl = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            ddl.contains(&format!("LOCATION 's3://{bucket}/lake/events/'")),
+            "{ddl}"
+        );
+        for statement in ddl.split(";\n").filter(|s| !s.trim().is_empty()) {
+            query(statement.to_owned()).await;
+        }
+        for table in ["events", "tracklake.events"] {
+            let by_type = query(format!(
+                "SELECT event_type, count(*) AS n, count(DISTINCT user_id) AS users FROM {table} \
+                 GROUP BY event_type ORDER BY event_type"
+            ))
+            .await;
+            assert_eq!(
+                by_type,
+                json!([{"event_type": "login", "n": 26, "users": 5},
+                       {"event_type": "material-view", "n": 14, "users": 5}]),
+                "{format} {table}"
+            );
+            let by_day = query(format!(
+                "SELECT dt, count(*) AS n FROM {table} GROUP BY dt ORDER BY dt"
+            ))
+            .await;
+            assert_eq!(
+                by_day.as_array().unwrap().len(),
+                4,
+                "{format} {table}: {by_day}"
+            );
+            assert!(
+                by_day.as_array().unwrap().iter().all(|r| r["n"] == 10),
+                "{by_day}"
+            );
+        }
+        s.stop();
+    }
+}

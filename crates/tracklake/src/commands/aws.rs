@@ -1,0 +1,180 @@
+//! `tracklake aws athena-ddl`: the `CREATE DATABASE` and `CREATE EXTERNAL
+//! TABLE` that let Athena (or tracklake's own SQL) read the lake as
+//! written — Parquet or JSON lines, Hive `dt=` or Firehose `YYYY/MM/DD/HH`
+//! prefixes — with partition projection, so no partition is ever added
+//! by hand or by a crawler.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use tracklake_ddl::athena_type;
+use tracklake_delivery::{Format, LakeConfig, Layout, SCHEMA};
+
+use crate::config;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Print the Athena DDL for the lake as configured.
+    AthenaDdl(DdlArgs),
+}
+
+#[derive(clap::Args)]
+pub struct DdlArgs {
+    /// Config file (default: ./tracklake.toml when present).
+    #[arg(long, env = "TRACKLAKE_CONFIG")]
+    config: Option<PathBuf>,
+    /// The lake's S3 location (default: the config's lake.url).
+    #[arg(long)]
+    location: Option<String>,
+    #[arg(long, default_value = "tracklake")]
+    database: String,
+    #[arg(long, default_value = "events")]
+    table: String,
+    /// The first day partition projection covers (YYYY-MM-DD).
+    #[arg(long, default_value = "2020-01-01")]
+    since: chrono::NaiveDate,
+}
+
+pub fn run(command: Command) -> anyhow::Result<()> {
+    let Command::AthenaDdl(args) = command;
+    let config = config::load(args.config.as_deref(), None, None)?;
+    let location = match args.location.as_deref().unwrap_or(&config.lake.url) {
+        url if url.starts_with("s3://") => url.to_owned(),
+        _ => bail!(
+            "the lake is not on S3 (lake.url = {:?}); Athena reads S3: pass --location s3://bucket/prefix/",
+            config.lake.url
+        ),
+    };
+    let name_ok =
+        |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !name_ok(&args.database) || !name_ok(&args.table) {
+        bail!("database and table names may hold letters, digits and underscores only");
+    }
+    print!(
+        "{}",
+        athena_ddl(
+            &config.lake,
+            &location,
+            &args.database,
+            &args.table,
+            args.since
+        )
+    );
+    Ok(())
+}
+
+/// The statements, each ending with `;`.
+pub fn athena_ddl(
+    lake: &LakeConfig,
+    location: &str,
+    database: &str,
+    table: &str,
+    since: chrono::NaiveDate,
+) -> String {
+    let events = format!("{}/events/", location.trim_end_matches('/'));
+    let columns: Vec<String> = match lake.format {
+        Format::Parquet => SCHEMA
+            .fields()
+            .iter()
+            .map(|f| format!("  {} {}", f.name(), athena_type(f.data_type())))
+            .collect(),
+        // The field names and shapes of an NDJSON line (the stored event).
+        Format::Ndjson => [
+            "event_id string",
+            "user_id string",
+            "event_type string",
+            "event_at string",
+            "received_at string",
+            "user_agent string",
+            "ip_address string",
+            "properties map<string,string>",
+            "device struct<type:string,os:string,os_version:string,browser:string,browser_version:string,brand:string,model:string,is_bot:boolean>",
+        ]
+        .iter()
+        .map(|c| format!("  {c}"))
+        .collect(),
+    };
+    let storage = match lake.format {
+        Format::Parquet => "STORED AS PARQUET".to_owned(),
+        Format::Ndjson => "ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'\n\
+             WITH SERDEPROPERTIES ('ignore.malformed.json' = 'false')"
+            .to_owned(),
+    };
+    let (partition, projection) = match lake.layout {
+        Layout::Hive => (
+            "dt=${dt}",
+            format!(
+                "  'projection.dt.format' = 'yyyy-MM-dd',\n  'projection.dt.range' = '{since},NOW',\n  \
+                 'projection.dt.interval' = '1',\n  'projection.dt.interval.unit' = 'DAYS'"
+            ),
+        ),
+        Layout::Firehose => (
+            "${dt}",
+            format!(
+                "  'projection.dt.format' = 'yyyy/MM/dd/HH',\n  'projection.dt.range' = '{}/00,NOW',\n  \
+                 'projection.dt.interval' = '1',\n  'projection.dt.interval.unit' = 'HOURS'",
+                since.format("%Y/%m/%d")
+            ),
+        ),
+    };
+    format!(
+        "CREATE DATABASE IF NOT EXISTS {database};\n\n\
+         CREATE EXTERNAL TABLE IF NOT EXISTS {database}.{table} (\n{columns}\n)\n\
+         PARTITIONED BY (dt string)\n\
+         {storage}\n\
+         LOCATION '{events}'\n\
+         TBLPROPERTIES (\n  'projection.enabled' = 'true',\n  'projection.dt.type' = 'date',\n{projection},\n  \
+         'storage.location.template' = '{events}{partition}/'\n);\n",
+        columns = columns.join(",\n"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parquet_hive_ddl_projects_the_dt_partitions() {
+        let ddl = athena_ddl(
+            &LakeConfig::default(),
+            "s3://bucket/lake/",
+            "tracklake",
+            "events",
+            chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+        );
+        assert!(ddl.contains(
+            "CREATE EXTERNAL TABLE IF NOT EXISTS tracklake.events (\n  event_id string,"
+        ));
+        assert!(ddl.contains("  event_at timestamp,"));
+        assert!(ddl.contains("  device_is_bot boolean\n)"));
+        assert!(ddl.contains("STORED AS PARQUET\nLOCATION 's3://bucket/lake/events/'"));
+        assert!(ddl.contains("'projection.dt.range' = '2024-01-01,NOW'"));
+        assert!(ddl.contains("'storage.location.template' = 's3://bucket/lake/events/dt=${dt}/'"));
+        // Both statements parse in the Hive dialect, as Athena's DDL does.
+        for statement in ddl.split(";\n").filter(|s| !s.trim().is_empty()) {
+            assert!(tracklake_ddl::parse(statement).is_some(), "{statement}");
+        }
+    }
+
+    #[test]
+    fn json_firehose_ddl_uses_hour_prefixes() {
+        let lake = LakeConfig {
+            format: Format::Ndjson,
+            layout: Layout::Firehose,
+            ..Default::default()
+        };
+        let ddl = athena_ddl(
+            &lake,
+            "s3://bucket",
+            "db",
+            "t",
+            chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+        );
+        assert!(ddl.contains("ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'"));
+        assert!(ddl.contains("'projection.dt.format' = 'yyyy/MM/dd/HH'"));
+        assert!(ddl.contains("'storage.location.template' = 's3://bucket/events/${dt}/'"));
+        for statement in ddl.split(";\n").filter(|s| !s.trim().is_empty()) {
+            assert!(tracklake_ddl::parse(statement).is_some(), "{statement}");
+        }
+    }
+}
