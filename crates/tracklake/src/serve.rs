@@ -259,7 +259,7 @@ fn raise_open_files(max_connections: usize) {
     #[cfg(unix)]
     {
         // What the table, the lake and the runtime hold besides connections.
-        let wanted = max_connections as u64 + 1024;
+        let wanted = (max_connections as libc::rlim_t).saturating_add(1024);
         let mut limit = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -269,9 +269,9 @@ fn raise_open_files(max_connections: usize) {
             if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
                 return;
             }
-            if (limit.rlim_cur as u64) < wanted {
+            if limit.rlim_cur < wanted {
                 let raised = libc::rlimit {
-                    rlim_cur: limit.rlim_max.min(wanted as libc::rlim_t),
+                    rlim_cur: limit.rlim_max.min(wanted),
                     rlim_max: limit.rlim_max,
                 };
                 if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
@@ -279,9 +279,9 @@ fn raise_open_files(max_connections: usize) {
                 }
             }
         }
-        if (limit.rlim_cur as u64) < wanted {
+        if limit.rlim_cur < wanted {
             tracing::warn!(
-                open_files = limit.rlim_cur as u64,
+                open_files = limit.rlim_cur,
                 max_connections,
                 "the open-file limit is below server.max_connections + 1024; raise it (ulimit -n) or lower max_connections"
             );
