@@ -23,11 +23,12 @@ pub const QUERY_SECONDS: &str = "tracklake_query_seconds";
 pub const HTTP_REQUESTS: &str = "tracklake_http_requests_total";
 pub const HTTP_SECONDS: &str = "tracklake_http_request_seconds";
 pub const HTTP_CONNECTIONS_REFUSED: &str = "tracklake_http_connections_refused_total";
+pub const HTTP_CONNECTIONS_OPEN: &str = "tracklake_http_connections_open";
 pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
 pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
 
 /// Every name above, for checks that dashboards use real metrics.
-pub const ALL: [&str; 23] = [
+pub const ALL: [&str; 24] = [
     EVENTS_RECEIVED,
     EVENTS_STORED,
     EVENTS_DUPLICATE,
@@ -49,6 +50,7 @@ pub const ALL: [&str; 23] = [
     HTTP_REQUESTS,
     HTTP_SECONDS,
     HTTP_CONNECTIONS_REFUSED,
+    HTTP_CONNECTIONS_OPEN,
     PROCESS_RSS,
     PROCESS_CPU,
 ];
@@ -138,6 +140,11 @@ pub fn describe() {
         HTTP_CONNECTIONS_REFUSED,
         Unit::Count,
         "Connections closed at once: server.max_connections were open"
+    );
+    describe_gauge!(
+        HTTP_CONNECTIONS_OPEN,
+        Unit::Count,
+        "Client connections open now (idle ones included)"
     );
     describe_gauge!(
         PROCESS_RSS,

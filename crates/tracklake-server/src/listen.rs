@@ -51,6 +51,25 @@ pub fn tls(config: &ServerConfig) -> Result<Option<TlsAcceptor>, String> {
     Ok(Some(TlsAcceptor::from(Arc::new(tls))))
 }
 
+/// A connection's slot under `max_connections`, counted in the open
+/// connections gauge while it lives.
+struct OpenConnection {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl OpenConnection {
+    fn new(slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        metrics::gauge!(tracklake_metrics::names::HTTP_CONNECTIONS_OPEN).increment(1.0);
+        OpenConnection { _slot: slot }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(tracklake_metrics::names::HTTP_CONNECTIONS_OPEN).decrement(1.0);
+    }
+}
+
 /// Serves `router` until `shutdown` resolves, then lets open requests finish.
 pub async fn serve(
     listener: TcpListener,
@@ -96,7 +115,7 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slot = OpenConnection::new(slot);
             let _ = stream.set_nodelay(true);
             let result = match tls {
                 None => {
