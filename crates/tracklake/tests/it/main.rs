@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod crash;
 mod deletion;
+mod deploy;
 mod docs;
 mod hostile;
 mod lake;
