@@ -12,6 +12,7 @@ mod deploy;
 mod docs;
 mod hostile;
 mod lake;
+mod lambda;
 mod monitor;
 mod privacy;
 mod query;
