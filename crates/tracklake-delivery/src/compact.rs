@@ -18,7 +18,7 @@ use std::time::Duration;
 use object_store::ObjectMeta;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tracklake_table::Table;
+use tracklake_table::ChangeLog;
 
 use crate::lake::{FileName, split_covered};
 use crate::rewrite::{filter_ndjson, filter_parquet};
@@ -51,7 +51,7 @@ impl Default for CompactionConfig {
 
 /// Runs compaction until `stop` turns true.
 pub async fn run(
-    table: Arc<dyn Table>,
+    table: Arc<dyn ChangeLog>,
     lake: Arc<Lake>,
     config: CompactionConfig,
     status: Arc<Status>,
@@ -70,7 +70,7 @@ pub async fn run(
 
 /// One pass: finish interrupted swaps, then merge runs of small files.
 pub async fn compact_once(
-    table: &dyn Table,
+    table: &dyn ChangeLog,
     lake: &Lake,
     config: &CompactionConfig,
     status: &Status,

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracklake_event::Event;
 use tracklake_metrics::names;
-use tracklake_table::{Change, Table};
+use tracklake_table::{Change, ChangeLog};
 
 use crate::CompactionConfig;
 use crate::encode::encode;
@@ -118,7 +118,7 @@ pub struct Delivery {
 impl Delivery {
     /// Starts delivery, and compaction when `compaction.enabled`.
     pub fn start(
-        table: Arc<dyn Table>,
+        table: Arc<dyn ChangeLog>,
         lake: Arc<Lake>,
         stream: StreamConfig,
         config: DeliveryConfig,
@@ -230,7 +230,7 @@ impl Delivery {
 }
 
 struct Worker {
-    table: Arc<dyn Table>,
+    table: Arc<dyn ChangeLog>,
     lake: Arc<Lake>,
     batch_size: usize,
     config: DeliveryConfig,

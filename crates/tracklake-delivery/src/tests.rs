@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use tracklake_event::{Device, Event, UserId};
-use tracklake_table::{EmbeddedTable, Table, TableConfig};
+use tracklake_table::{ChangeLog, EmbeddedTable, Table, TableConfig};
 
 use crate::{Delivery, DeliveryConfig, Format, Lake, LakeConfig, Layout, read_lake};
 

@@ -33,7 +33,7 @@ use datafusion::physical_plan::union::UnionExec;
 use object_store::ObjectMeta;
 use tracklake_delivery::{CONSUMER, Format, Lake, SCHEMA};
 use tracklake_event::Event;
-use tracklake_table::Table;
+use tracklake_table::ChangeLog;
 
 use crate::prune::DateRange;
 
@@ -59,7 +59,7 @@ const READ_CHUNK: usize = 10_000;
 pub struct EventsTable {
     lake: Arc<Lake>,
     /// The live table, when fresh (undelivered) events are to be included.
-    table: Option<Arc<dyn Table>>,
+    table: Option<Arc<dyn ChangeLog>>,
 }
 
 impl std::fmt::Debug for EventsTable {
@@ -78,7 +78,7 @@ struct Snapshot {
 }
 
 impl EventsTable {
-    pub fn new(lake: Arc<Lake>, table: Option<Arc<dyn Table>>) -> Self {
+    pub fn new(lake: Arc<Lake>, table: Option<Arc<dyn ChangeLog>>) -> Self {
         EventsTable { lake, table }
     }
 
@@ -191,7 +191,7 @@ impl EventsTable {
     }
 }
 
-async fn checkpoint(table: &dyn Table) -> Result<u64> {
+async fn checkpoint(table: &dyn ChangeLog) -> Result<u64> {
     Ok(table
         .checkpoint(CONSUMER)
         .await

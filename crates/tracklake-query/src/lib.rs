@@ -26,7 +26,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracklake_delivery::Lake;
 use tracklake_metrics::names;
-use tracklake_table::Table;
+use tracklake_table::ChangeLog;
 
 pub use output::to_json_rows;
 pub use reports::{Report, ReportConfig, ReportError, Reports, forget_saved};
@@ -128,7 +128,7 @@ impl Engine {
         config: &QueryConfig,
         data_dir: &Path,
         lake: Arc<Lake>,
-        table: Option<Arc<dyn Table>>,
+        table: Option<Arc<dyn ChangeLog>>,
     ) -> Result<Engine, Error> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit_mib.max(16) * 1024 * 1024, 1.0)

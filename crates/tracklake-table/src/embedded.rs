@@ -13,7 +13,7 @@ use crate::keys::{decode_row, seq_from, seq_key};
 use crate::query::{Page, Query, scan};
 use crate::retention::{CHECKPOINT_PREFIX, Sweeper};
 use crate::writer::{Command, Encoded, LAST_SEQ, Writer};
-use crate::{BoxFuture, Change, Deleted, Error, PutOutcome, Table};
+use crate::{BoxFuture, Change, ChangeLog, Deleted, Error, PutOutcome, Table};
 
 /// The `[table]` section of the config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +191,59 @@ impl Table for EmbeddedTable {
         Box::pin(self.blocking(move |ks| scan(&ks.rows, &query)))
     }
 
+    fn delete_user<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<Deleted, Error>> {
+        Box::pin(async move {
+            let (reply, outcome) = oneshot::channel();
+            self.commands
+                .send(Command::DeleteUser(user_id.to_owned(), reply))
+                .await
+                .map_err(|_| Error::Closed)?;
+            outcome.await.map_err(|_| Error::Closed)?
+        })
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let ks = &self.ks;
+        let keyspace = |k: &Keyspace| {
+            serde_json::json!({
+                "disk_bytes": k.disk_space(),
+                "sealed_memtables": k.sealed_memtable_count(),
+                "l0_tables": k.l0_table_count(),
+                "tables": k.table_count(),
+            })
+        };
+        serde_json::json!({
+            "last_seq": *self.durable.borrow(),
+            "approximate_rows": ks.rows.approximate_len(),
+            "write_buffer_bytes": ks.db.write_buffer_size(),
+            "journals": ks.db.journal_count(),
+            "outstanding_flushes": ks.db.outstanding_flushes(),
+            "cache_bytes": ks.db.cache_size(),
+            "rows": keyspace(&ks.rows),
+            "ids": keyspace(&ks.ids),
+            "changes": keyspace(&ks.changes),
+        })
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            if let Ok(mut sweeper) = self.sweeper.lock() {
+                sweeper.take();
+            }
+            let (reply, done) = oneshot::channel();
+            if self.commands.send(Command::Stop(reply)).await.is_err() {
+                return Ok(()); // already closed
+            }
+            done.await.map_err(|_| Error::Closed)?
+        })
+    }
+}
+
+impl ChangeLog for EmbeddedTable {
     fn read_changes(&self, after: u64, max: usize) -> BoxFuture<'_, Result<Vec<Change>, Error>> {
         // Only what is fsynced: a consumer must never deliver an event that
         // a crash could still take back.
@@ -245,17 +298,6 @@ impl Table for EmbeddedTable {
         }))
     }
 
-    fn delete_user<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<Deleted, Error>> {
-        Box::pin(async move {
-            let (reply, outcome) = oneshot::channel();
-            self.commands
-                .send(Command::DeleteUser(user_id.to_owned(), reply))
-                .await
-                .map_err(|_| Error::Closed)?;
-            outcome.await.map_err(|_| Error::Closed)?
-        })
-    }
-
     fn trim_changes(&self, through: u64) -> BoxFuture<'_, Result<(), Error>> {
         let trimmed = self.trimmed.clone();
         Box::pin(self.blocking(move |ks| {
@@ -271,45 +313,6 @@ impl Table for EmbeddedTable {
             trimmed.fetch_max(through, Ordering::AcqRel);
             Ok(())
         }))
-    }
-
-    fn stats(&self) -> serde_json::Value {
-        let ks = &self.ks;
-        let keyspace = |k: &Keyspace| {
-            serde_json::json!({
-                "disk_bytes": k.disk_space(),
-                "sealed_memtables": k.sealed_memtable_count(),
-                "l0_tables": k.l0_table_count(),
-                "tables": k.table_count(),
-            })
-        };
-        serde_json::json!({
-            "approximate_rows": ks.rows.approximate_len(),
-            "write_buffer_bytes": ks.db.write_buffer_size(),
-            "journals": ks.db.journal_count(),
-            "outstanding_flushes": ks.db.outstanding_flushes(),
-            "cache_bytes": ks.db.cache_size(),
-            "rows": keyspace(&ks.rows),
-            "ids": keyspace(&ks.ids),
-            "changes": keyspace(&ks.changes),
-        })
-    }
-
-    fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
-    }
-
-    fn close(&self) -> BoxFuture<'_, Result<(), Error>> {
-        Box::pin(async move {
-            if let Ok(mut sweeper) = self.sweeper.lock() {
-                sweeper.take();
-            }
-            let (reply, done) = oneshot::channel();
-            if self.commands.send(Command::Stop(reply)).await.is_err() {
-                return Ok(()); // already closed
-            }
-            done.await.map_err(|_| Error::Closed)?
-        })
     }
 }
 

@@ -54,7 +54,8 @@ pub struct Deleted {
     pub through_seq: u64,
 }
 
-/// The per-user event table with a change stream.
+/// The per-user event table: what ingest and the per-user reads need. The
+/// embedded table and DynamoDB both implement it.
 pub trait Table: Send + Sync + 'static {
     /// Stores events; returns once they are durable (fsynced), one outcome
     /// per event in order. Concurrent callers share one fsync.
@@ -63,6 +64,28 @@ pub trait Table: Send + Sync + 'static {
     /// A user's events, newest or oldest first; `limit` counts matching rows.
     fn query(&self, query: Query) -> BoxFuture<'_, Result<Page, Error>>;
 
+    /// Removes every event of a user (by its text form, like
+    /// [`Query::user_id`]) from the table and from the undelivered change
+    /// log; durable when it returns. Events stored later are kept.
+    fn delete_user<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<Deleted, Error>>;
+
+    /// False once a write failed to reach disk: the table then refuses writes
+    /// rather than acknowledge what it cannot keep.
+    fn is_healthy(&self) -> bool;
+
+    /// Engine figures for the status endpoint (write buffers, files, …).
+    fn stats(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Finishes queued writes and makes everything durable.
+    fn close(&self) -> BoxFuture<'_, Result<(), Error>>;
+}
+
+/// A table that keeps its own change stream, in one sequence, for the
+/// in-process delivery (the embedded table). On AWS, DynamoDB Streams plays
+/// this part.
+pub trait ChangeLog: Table {
     /// Up to `max` changes with `seq > after`, oldest first. Only durable
     /// changes are returned.
     fn read_changes(&self, after: u64, max: usize) -> BoxFuture<'_, Result<Vec<Change>, Error>>;
@@ -80,25 +103,8 @@ pub trait Table: Send + Sync + 'static {
         seq: u64,
     ) -> BoxFuture<'a, Result<(), Error>>;
 
-    /// Removes every event of a user (by its text form, like
-    /// [`Query::user_id`]) from the table and from the undelivered change
-    /// log; durable when it returns. Events stored later are kept.
-    fn delete_user<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<Deleted, Error>>;
-
     /// Drops changes with `seq <= through` (after every consumer has them).
     fn trim_changes(&self, through: u64) -> BoxFuture<'_, Result<(), Error>>;
-
-    /// False once a write failed to reach disk: the table then refuses writes
-    /// rather than acknowledge what it cannot keep.
-    fn is_healthy(&self) -> bool;
-
-    /// Engine figures for the status endpoint (write buffers, files, …).
-    fn stats(&self) -> serde_json::Value {
-        serde_json::Value::Null
-    }
-
-    /// Finishes queued writes and makes everything durable.
-    fn close(&self) -> BoxFuture<'_, Result<(), Error>>;
 }
 
 /// Errors of the table, named after the operation that failed.

@@ -12,7 +12,7 @@ use tracklake_event::{Privacy, Rules, Validator};
 use tracklake_metrics::{Alarms, Exporter, History, Monitor, names};
 use tracklake_query::{Engine, Error as QueryError, ReportError, Reports, to_json_rows};
 use tracklake_server::{App, BoxFuture, Deleter, Pipeline, Sql, SqlError};
-use tracklake_table::{EmbeddedTable, Table};
+use tracklake_table::{ChangeLog, EmbeddedTable, Table};
 
 use crate::config::Config;
 
@@ -77,7 +77,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             &config.query,
             &config.data_dir,
             lake.clone(),
-            Some(table.clone() as Arc<dyn Table>),
+            Some(table.clone() as Arc<dyn ChangeLog>),
         )
         .await
         .context("starting the query engine")?,

@@ -4,7 +4,7 @@ use chrono::{TimeZone, Utc};
 use object_store::path::Path;
 use std::collections::HashMap;
 use tracklake_event::{Device, Event, UserId};
-use tracklake_table::{EmbeddedTable, TableConfig};
+use tracklake_table::{EmbeddedTable, Table, TableConfig};
 
 fn event(id: &str) -> Event {
     Event {

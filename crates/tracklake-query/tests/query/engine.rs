@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tracklake_delivery::{CompactionConfig, Delivery, Format, Lake, LakeConfig};
 use tracklake_query::{Engine, QueryConfig, ReportConfig, Reports};
-use tracklake_table::{EmbeddedTable, Table, TableConfig};
+use tracklake_table::{ChangeLog, EmbeddedTable, TableConfig};
 
 use crate::fixture::events;
 use crate::{Setup, rows};
@@ -19,7 +19,7 @@ async fn count(engine: &Engine, sql: &str) -> String {
 #[tokio::test]
 async fn fresh_events_are_counted_once() {
     let dir = tempfile::tempdir().unwrap();
-    let table: Arc<dyn Table> =
+    let table: Arc<dyn ChangeLog> =
         Arc::new(EmbeddedTable::open(&dir.path().join("table"), &TableConfig::default()).unwrap());
     let lake = Arc::new(Lake::open(&LakeConfig::default(), dir.path()).unwrap());
     let all = events();
@@ -237,7 +237,7 @@ async fn filters_prune_partitions() {
 #[tokio::test]
 async fn a_lake_without_a_checkpoint_is_read_whole() {
     let setup = Setup::new(&events(), Format::Parquet).await;
-    let table: Arc<dyn Table> = Arc::new(
+    let table: Arc<dyn ChangeLog> = Arc::new(
         EmbeddedTable::open(&setup.dir.path().join("table"), &TableConfig::default()).unwrap(),
     );
     let engine = Engine::open(

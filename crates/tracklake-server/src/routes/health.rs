@@ -48,12 +48,13 @@ pub async fn method_not_allowed(uri: Uri) -> ApiError {
 /// Counters and gauges of every stage.
 pub async fn status(State(app): State<Arc<App>>) -> impl IntoResponse {
     let pipeline = app.pipeline.as_ref().map(|p| p.status());
+    let engine = app.table.stats();
     Json(json!({
         "ready": app.is_ready(),
         "table": {
             "healthy": app.table.is_healthy(),
-            "last_seq": *app.table.watch_changes().borrow(),
-            "engine": app.table.stats(),
+            "last_seq": engine["last_seq"].clone(),
+            "engine": engine,
         },
         "delivery": pipeline,
     }))

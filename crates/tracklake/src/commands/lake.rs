@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use tracklake_delivery::{CONSUMER, Lake, read_lake};
-use tracklake_table::{EmbeddedTable, Table};
+use tracklake_table::{ChangeLog, EmbeddedTable, Table};
 
 use super::print_table;
 use crate::config;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use tracklake_query::{Engine, Error as QueryError, to_json_rows};
-use tracklake_table::{EmbeddedTable, Table};
+use tracklake_table::{ChangeLog, EmbeddedTable, Table};
 
 use super::place::{self, Opened, Where};
 use super::{Api, describe_error, print_table};
@@ -66,7 +66,7 @@ impl Runner {
             &local.config.query,
             &local.config.data_dir,
             local.lake,
-            Some(local.table.clone() as Arc<dyn Table>),
+            Some(local.table.clone() as Arc<dyn ChangeLog>),
         )
         .await
         .context("starting the query engine")?;
