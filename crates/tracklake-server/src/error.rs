@@ -47,7 +47,7 @@ impl From<tracklake_table::Error> for ApiError {
         use tracklake_table::Error as E;
         match e {
             E::BadCursor => ApiError::bad_parameter("cursor", e.to_string()),
-            E::Closed | E::Failed => ApiError {
+            E::Closed | E::Failed | E::Unavailable(_) => ApiError {
                 retry_after: Some(5),
                 ..ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

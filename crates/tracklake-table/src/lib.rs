@@ -9,6 +9,8 @@ mod embedded;
 mod keys;
 mod query;
 mod retention;
+#[cfg(any(test, feature = "suite"))]
+pub mod suite;
 mod writer;
 
 use std::future::Future;
@@ -132,4 +134,10 @@ pub enum Error {
     Failed,
     #[error("a table task panicked or was cancelled: {0}")]
     Task(String),
+    /// A remote table (DynamoDB) could not be reached or refused for now.
+    #[error("the table's service is unavailable: {0}")]
+    Unavailable(String),
+    /// A remote table answered with something this version cannot use.
+    #[error("the table's service: {0}")]
+    Service(String),
 }
