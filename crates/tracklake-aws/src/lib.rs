@@ -1,9 +1,12 @@
-//! tracklake on AWS. Today: the Lambda handler of the article's pipeline
-//! ([`lambda::Forwarder`], binary `tracklake-lambda`) and the SDK
-//! configuration it uses. The DynamoDB table backend and the Streams reader
-//! of `tracklake serve` will live here too (docs/AWS.md).
+//! tracklake on AWS: the table on DynamoDB ([`DynamoTable`]), the Lambda
+//! handler of the article's pipeline ([`lambda::Forwarder`], binary
+//! `tracklake-lambda`), and the SDK configuration they share. The Streams
+//! reader of `tracklake serve` will live here too (docs/AWS.md).
 
+pub mod dynamo;
 pub mod lambda;
+
+pub use dynamo::DynamoTable;
 
 pub use aws_sdk_firehose::config::Credentials;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tracklake_event::Event;
 
 pub use embedded::{EmbeddedTable, TableConfig};
-pub use query::{Order, Page, Query};
+pub use query::{MAX_LIMIT, Order, Page, Query};
 
 /// A boxed future, so that `Table` can be used as `dyn Table`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

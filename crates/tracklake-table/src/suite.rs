@@ -142,9 +142,12 @@ pub async fn time_range_is_inclusive_and_users_do_not_mix(t: &dyn Table, p: &str
     )
     .await
     .unwrap();
-    t.put(vec![event(&a, "other", "login", 5), event(&b, "other", "login", 5)])
-        .await
-        .unwrap();
+    t.put(vec![
+        event(&a, "other", "login", 5),
+        event(&b, "other", "login", 5),
+    ])
+    .await
+    .unwrap();
     let page = t
         .query(Query {
             from: Some(at(3)),
@@ -208,9 +211,13 @@ pub async fn cursors_page_through_everything_once(t: &dyn Table, p: &str) {
 /// the same user at the same instant overwrote the first.
 pub async fn events_at_the_same_instant_are_all_kept(t: &dyn Table, p: &str) {
     let u = format!("{p}5");
-    t.put((0..5).map(|i| event(&u, &format!("s{i}"), "login", 9)).collect())
-        .await
-        .unwrap();
+    t.put(
+        (0..5)
+            .map(|i| event(&u, &format!("s{i}"), "login", 9))
+            .collect(),
+    )
+    .await
+    .unwrap();
     let page = t.query(Query::recent(&u)).await.unwrap();
     assert_eq!(page.events.len(), 5);
 }
@@ -219,14 +226,27 @@ pub async fn deleting_a_user_keeps_everyone_else(t: &dyn Table, p: &str) {
     let (gone, kept) = (format!("{p}gone"), format!("{p}kept"));
     t.put(
         (0..6)
-            .map(|i| event(if i % 2 == 0 { &gone } else { &kept }, &format!("d{i}"), "login", i))
+            .map(|i| {
+                event(
+                    if i % 2 == 0 { &gone } else { &kept },
+                    &format!("d{i}"),
+                    "login",
+                    i,
+                )
+            })
             .collect(),
     )
     .await
     .unwrap();
     let deleted = t.delete_user(&gone).await.unwrap();
     assert_eq!(deleted.events, 3);
-    assert!(t.query(Query::recent(&gone)).await.unwrap().events.is_empty());
+    assert!(
+        t.query(Query::recent(&gone))
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
     assert_eq!(t.query(Query::recent(&kept)).await.unwrap().events.len(), 3);
     // The ids are free again: the same event can be stored anew.
     let again = t.put(vec![event(&gone, "d0", "login", 0)]).await.unwrap();

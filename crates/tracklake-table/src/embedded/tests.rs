@@ -41,9 +41,12 @@ async fn duplicates_do_not_enter_the_change_stream() {
     let dir = tempfile::tempdir().unwrap();
     let t = open(dir.path());
     t.put(vec![event(1, "x", "login", 1)]).await.unwrap();
-    t.put(vec![event(1, "x", "material-view", 5), event(2, "x", "login", 1)])
-        .await
-        .unwrap();
+    t.put(vec![
+        event(1, "x", "material-view", 5),
+        event(2, "x", "login", 1),
+    ])
+    .await
+    .unwrap();
     assert_eq!(t.read_changes(0, 100).await.unwrap().len(), 2);
 }
 

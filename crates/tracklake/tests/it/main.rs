@@ -10,6 +10,7 @@ mod crash;
 mod deletion;
 mod deploy;
 mod docs;
+mod dynamodb;
 mod hostile;
 mod lake;
 mod lambda;
