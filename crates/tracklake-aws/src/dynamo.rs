@@ -76,6 +76,40 @@ impl DynamoTable {
         }
     }
 
+    /// Fails with a message naming the table unless it exists and is keyed
+    /// as tracklake keys it.
+    pub async fn check(&self) -> Result<(), Error> {
+        let table = self
+            .client
+            .describe_table()
+            .table_name(&self.name)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "DynamoDB table {}: {}",
+                    self.name,
+                    DisplayErrorContext(e)
+                ))
+            })?
+            .table
+            .ok_or_else(|| {
+                Error::Service(format!("DynamoDB table {} is not described", self.name))
+            })?;
+        let keys: Vec<&str> = table
+            .key_schema()
+            .iter()
+            .map(|k| k.attribute_name())
+            .collect();
+        if keys != ["user_id", "sk"] {
+            return Err(Error::Service(format!(
+                "DynamoDB table {} is keyed by {keys:?}; tracklake needs (user_id, sk) as in deploy/aws/template.yaml",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Creates the table with tracklake's keys and a `NEW_IMAGE` stream, as
     /// deploy/aws/template.yaml does (for a first run against an emulator
     /// or DynamoDB Local).

@@ -31,7 +31,31 @@ pub struct Config {
     pub metrics: HistoryConfig,
     pub alarms: AlarmsConfig,
     pub privacy: PrivacyConfig,
+    pub aws: AwsConfig,
     pub log: LogConfig,
+}
+
+/// `[aws]`: run on the managed services (docs/AWS.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsConfig {
+    /// Keep events in this DynamoDB table (made by deploy/aws/template.yaml)
+    /// instead of the embedded one. Its stream, the Lambda and Firehose then
+    /// deliver to the lake, so tracklake's own delivery does not run.
+    pub dynamodb_table: Option<String>,
+    /// e.g. `http://127.0.0.1:5000` for an emulator; default: AWS itself.
+    pub endpoint: Option<String>,
+    /// Default: `AWS_REGION`, then the shared config files.
+    pub region: Option<String>,
+}
+
+impl AwsConfig {
+    pub fn settings(&self) -> tracklake_aws::AwsSettings {
+        tracklake_aws::AwsSettings {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -49,6 +73,7 @@ impl Default for Config {
             metrics: HistoryConfig::default(),
             alarms: AlarmsConfig::default(),
             privacy: PrivacyConfig::default(),
+            aws: AwsConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tracklake_aws::DynamoTable;
 use tracklake_delivery::{Deletions, Delivery, Lake};
 use tracklake_event::{Privacy, Rules, Validator};
 use tracklake_metrics::{Alarms, Exporter, History, Monitor, names};
@@ -32,17 +33,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     raise_open_files(config.server.max_connections);
-    let table_dir = config.data_dir.join("table");
-    std::fs::create_dir_all(&table_dir)
-        .with_context(|| format!("creating the data directory {}", table_dir.display()))?;
-    let table = Arc::new(
-        EmbeddedTable::open(&table_dir, &config.table).with_context(|| {
-            format!(
-                "opening the table in {} (is another tracklake using this data directory?)",
-                table_dir.display()
-            )
-        })?,
-    );
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let (table, embedded) = open_table(&config).await?;
     let privacy = Privacy::new(&config.privacy, &config.data_dir).map_err(anyhow::Error::msg)?;
     let lake = Arc::new(
         Lake::open(&config.lake, &config.data_dir)
@@ -50,16 +43,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_privacy(privacy),
     );
     let lake_location = lake.location.clone();
-    let delivery = Arc::new(
-        Delivery::start(
-            table.clone(),
-            lake.clone(),
-            config.stream.clone(),
-            config.delivery.clone(),
-            config.compaction.clone(),
-        )
-        .context("starting delivery to the lake")?,
-    );
+    // On DynamoDB, the table's stream, the Lambda and Firehose deliver.
+    let delivery = match &embedded {
+        Some(embedded) => Some(Arc::new(
+            Delivery::start(
+                embedded.clone(),
+                lake.clone(),
+                config.stream.clone(),
+                config.delivery.clone(),
+                config.compaction.clone(),
+            )
+            .context("starting delivery to the lake")?,
+        )),
+        None => None,
+    };
     let rules = Rules {
         drop_properties: config.privacy.drop_properties.clone(),
         ..config.ingest.clone()
@@ -71,33 +68,40 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.server.listen))?;
     let addr = listener.local_addr()?;
-    let pipeline = Arc::new(DeliveryView(delivery.clone()));
+    let pipeline = delivery
+        .clone()
+        .map(|d| Arc::new(DeliveryView(d)) as Arc<dyn Pipeline>);
     let engine = Arc::new(
         Engine::open(
             &config.query,
             &config.data_dir,
             lake.clone(),
-            Some(table.clone() as Arc<dyn ChangeLog>),
+            embedded.clone().map(|t| t as Arc<dyn ChangeLog>),
         )
         .await
         .context("starting the query engine")?,
     );
     let reports = Arc::new(Reports::new(engine.clone(), &config.data_dir));
-    let deletions = Arc::new(
-        Deletions::start(
-            &config.data_dir,
-            table.clone(),
-            lake.clone(),
-            Box::new({
-                let reports = reports.clone();
-                move || {
+    // Deletion rewrites lake files tracklake wrote; on AWS Firehose writes
+    // them, so it is not offered there yet (docs/AWS.md).
+    let deletions = match &embedded {
+        Some(_) => Some(Arc::new(
+            Deletions::start(
+                &config.data_dir,
+                table.clone(),
+                lake.clone(),
+                Box::new({
                     let reports = reports.clone();
-                    tokio::spawn(async move { reports.forget_all().await });
-                }
-            }),
-        )
-        .context("starting deletion jobs")?,
-    );
+                    move || {
+                        let reports = reports.clone();
+                        tokio::spawn(async move { reports.forget_all().await });
+                    }
+                }),
+            )
+            .context("starting deletion jobs")?,
+        )),
+        None => None,
+    };
     let monitor = Arc::new(Monitor {
         exporter: Exporter::install().map_err(anyhow::Error::msg)?,
         history: History::open(config.data_dir.join("metrics"), config.metrics.clone())
@@ -105,7 +109,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         alarms: Alarms::new(&config.alarms).map_err(anyhow::Error::msg)?,
         refresh: {
             let delivery = delivery.clone();
-            Box::new(move || record_delivery(&delivery))
+            Box::new(move || {
+                if let Some(delivery) = &delivery {
+                    record_delivery(delivery)
+                }
+            })
         },
     });
     let (stop_monitor, monitor_stopping) = tokio::sync::watch::channel(false);
@@ -115,11 +123,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         table.clone(),
         validator,
         config.server.clone(),
-        Some(pipeline),
+        pipeline,
         Some(sql),
         Some(monitor),
     );
-    let _ = app.deleter.set(Arc::new(DeletionView(deletions.clone())));
+    if let Some(deletions) = &deletions {
+        let _ = app.deleter.set(Arc::new(DeletionView(deletions.clone())));
+    }
     app.set_ready(true);
 
     // One line on stdout that scripts can wait for; logs go to stderr.
@@ -129,7 +139,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         %addr,
         data_dir = %config.data_dir.display(),
         lake = %lake_location,
-        rows = table.approximate_rows(),
+        table = %table.stats(),
         "tracklake serving"
     );
 
@@ -148,9 +158,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("in-flight requests did not finish within {GRACE:?}"),
     }
     // A deletion cut short resumes at the next start.
-    deletions.stop();
+    if let Some(deletions) = &deletions {
+        deletions.stop();
+    }
     // Publish what is buffered before the table stops.
-    if let Err(e) = delivery.stop().await {
+    if let Some(delivery) = &delivery
+        && let Err(e) = delivery.stop().await
+    {
         tracing::error!(error = %e, "delivery did not finish; it resumes at the next start");
     }
     let _ = stop_monitor.send(true);
@@ -158,6 +172,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     table.close().await.context("flushing the table")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The table: DynamoDB when `[aws] dynamodb_table` names one, else the
+/// embedded table in the data directory (also returned as itself, for
+/// delivery and SQL's fresh events).
+async fn open_table(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn Table>, Option<Arc<EmbeddedTable>>)> {
+    if let Some(name) = &config.aws.dynamodb_table {
+        let sdk = tracklake_aws::sdk_config(&config.aws.settings(), None).await;
+        let table = DynamoTable::new(aws_sdk_dynamodb::Client::new(&sdk), name.clone());
+        table
+            .check()
+            .await
+            .context("opening the DynamoDB table ([aws] dynamodb_table)")?;
+        return Ok((Arc::new(table), None));
+    }
+    let table_dir = config.data_dir.join("table");
+    std::fs::create_dir_all(&table_dir)
+        .with_context(|| format!("creating the data directory {}", table_dir.display()))?;
+    let table = Arc::new(
+        EmbeddedTable::open(&table_dir, &config.table).with_context(|| {
+            format!(
+                "opening the table in {} (is another tracklake using this data directory?)",
+                table_dir.display()
+            )
+        })?,
+    );
+    Ok((table.clone(), Some(table)))
 }
 
 /// What the API sees of delivery: ingest answers 503 while it lags beyond

@@ -1,9 +1,11 @@
 //! The table on DynamoDB (the AWS emulator on loopback) passes the same
 //! behaviour suite as the embedded table.
 
+use serde_json::json;
 use tracklake_aws::{AwsSettings, Credentials, DynamoTable};
+use tracklake_table::Table;
 
-use crate::harness::{Moto, free_port};
+use crate::harness::{AWS_TEST_ENV, Moto, Server, free_port};
 
 #[tokio::test]
 async fn dynamodb_table_behaves_as_every_table_must() {
@@ -20,4 +22,97 @@ async fn dynamodb_table_behaves_as_every_table_must() {
     let table = DynamoTable::new(aws_sdk_dynamodb::Client::new(&config), "tracklake-events");
     table.create().await.unwrap();
     tracklake_table::suite::run_all(&table, "u-").await;
+}
+
+/// `tracklake serve` with `[aws] dynamodb_table`: ingest and the activity
+/// feed go to DynamoDB; delivery is left to the stack's stream and Lambda.
+#[tokio::test]
+async fn serve_keeps_events_in_dynamodb() {
+    if !Moto::available() {
+        return;
+    }
+    let moto = Moto::start(free_port()).await;
+    let config = tracklake_aws::sdk_config(
+        &AwsSettings {
+            endpoint: Some(moto.endpoint.clone()),
+            region: Some("us-east-1".into()),
+        },
+        Some(Credentials::new("testing", "testing", None, None, "test")),
+    )
+    .await;
+    let table = DynamoTable::new(aws_sdk_dynamodb::Client::new(&config), "served");
+    table.create().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let toml = format!(
+        "[aws]\ndynamodb_table = \"served\"\nendpoint = \"{}\"\n[ingest]\nevent_types = [\"login\"]\n",
+        moto.endpoint
+    );
+    let s = Server::start_with_env(&data, &toml, &AWS_TEST_ENV);
+    let events = json!([
+        {"user_id": 42, "event_type": "login", "event_id": "a", "event_at": "2026-11-27T10:00:00Z"},
+        {"user_id": 42, "event_type": "login", "event_id": "b", "event_at": "2026-11-27T10:00:00Z"},
+        {"user_id": 42, "event_type": "login", "event_id": "a", "event_at": "2026-11-27T10:00:00Z"}
+    ]);
+    let (status, body) = s.post(&events).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["stored"].as_u64(), body["duplicate"].as_u64()),
+        (Some(2), Some(1)),
+        "{body}"
+    );
+    let (status, feed) = s.get("/v1/users/42/events").await;
+    assert_eq!(status, 200, "{feed}");
+    let ids: Vec<&str> = feed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "both events of one instant are kept: {feed}");
+    // The items are DynamoDB's, read back without tracklake's server.
+    let stored = table
+        .query(tracklake_table::Query::recent("42"))
+        .await
+        .unwrap();
+    assert_eq!(stored.events.len(), 2);
+    // No in-process delivery, so no lag gate; deletion is not offered yet.
+    let (status, _) = s.get("/v1/status").await;
+    assert_eq!(status, 200);
+    let r = reqwest::Client::new()
+        .delete(format!("{}/v1/users/42/events", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    s.stop();
+    assert!(!data.join("table").exists(), "no embedded table was made");
+}
+
+/// A missing table stops `serve` with a message that names it.
+#[tokio::test]
+async fn serve_names_a_missing_dynamodb_table() {
+    if !Moto::available() {
+        return;
+    }
+    let moto = Moto::start(free_port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let toml = format!(
+        "[aws]\ndynamodb_table = \"nowhere\"\nendpoint = \"{}\"\n",
+        moto.endpoint
+    );
+    std::fs::write(data.with_extension("toml"), toml).unwrap();
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(data.with_extension("toml"))
+        .arg("--data-dir")
+        .arg(&data)
+        .envs(AWS_TEST_ENV)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DynamoDB table nowhere"), "{stderr}");
 }
