@@ -1,12 +1,15 @@
 //! tracklake on AWS: the table on DynamoDB ([`DynamoTable`]), the Lambda
 //! handler of the article's pipeline ([`lambda::Forwarder`], binary
-//! `tracklake-lambda`), and the SDK configuration they share. The Streams
-//! reader of `tracklake serve` will live here too (docs/AWS.md).
+//! `tracklake-lambda`), the stream reader that lets `tracklake serve` deliver
+//! from DynamoDB itself ([`StreamReader`]), and the SDK configuration they
+//! share (docs/AWS.md).
 
 pub mod dynamo;
 pub mod lambda;
+pub mod streams;
 
 pub use dynamo::DynamoTable;
+pub use streams::StreamReader;
 
 pub use aws_sdk_firehose::config::Credentials;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};

@@ -43,6 +43,9 @@ pub struct AwsConfig {
     /// instead of the embedded one. Its stream, the Lambda and Firehose then
     /// deliver to the lake, so tracklake's own delivery does not run.
     pub dynamodb_table: Option<String>,
+    /// With `dynamodb_table`: read its stream and deliver to the lake from
+    /// here (exactly once), instead of the stack's Lambda and Firehose.
+    pub read_stream: bool,
     /// e.g. `http://127.0.0.1:5000` for an emulator; default: AWS itself.
     pub endpoint: Option<String>,
     /// Default: `AWS_REGION`, then the shared config files.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tracklake_aws::DynamoTable;
+use tracklake_aws::{DynamoTable, StreamReader};
 use tracklake_delivery::{Deletions, Delivery, Lake};
 use tracklake_event::{Privacy, Rules, Validator};
 use tracklake_metrics::{Alarms, Exporter, History, Monitor, names};
@@ -35,7 +35,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     raise_open_files(config.server.max_connections);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    let (table, embedded) = open_table(&config).await?;
+    let (table, embedded, reader) = open_table(&config).await?;
     let privacy = Privacy::new(&config.privacy, &config.data_dir).map_err(anyhow::Error::msg)?;
     let lake = Arc::new(
         Lake::open(&config.lake, &config.data_dir)
@@ -84,8 +84,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let reports = Arc::new(Reports::new(engine.clone(), &config.data_dir));
     // Deletion rewrites lake files tracklake wrote; on AWS Firehose writes
     // them, so it is not offered there yet (docs/AWS.md).
-    let deletions = match &embedded {
-        Some(_) => Some(Arc::new(
+    let deletions = match config.aws.dynamodb_table {
+        None => Some(Arc::new(
             Deletions::start(
                 &config.data_dir,
                 table.clone(),
@@ -100,8 +100,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             )
             .context("starting deletion jobs")?,
         )),
-        None => None,
+        Some(_) => None,
     };
+    let (stop_reader, reader_stopping) = tokio::sync::watch::channel(false);
+    let reader = reader.map(|reader| tokio::spawn(reader.run(reader_stopping)));
     let monitor = Arc::new(Monitor {
         exporter: Exporter::install().map_err(anyhow::Error::msg)?,
         history: History::open(config.data_dir.join("metrics"), config.metrics.clone())
@@ -157,6 +159,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
         Err(_) => tracing::warn!("in-flight requests did not finish within {GRACE:?}"),
     }
+    // The stream reader stops first: what it mirrored is then delivered.
+    let _ = stop_reader.send(true);
+    if let Some(reader) = reader {
+        let _ = reader.await;
+    }
     // A deletion cut short resumes at the next start.
     if let Some(deletions) = &deletions {
         deletions.stop();
@@ -174,33 +181,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The table: DynamoDB when `[aws] dynamodb_table` names one, else the
-/// embedded table in the data directory (also returned as itself, for
-/// delivery and SQL's fresh events).
+/// The table the API writes and reads; the embedded table whose change
+/// log delivery and SQL's fresh events read (the table itself, or on
+/// DynamoDB with `read_stream`, a local mirror of its stream); and the
+/// reader that fills that mirror.
 async fn open_table(
     config: &Config,
-) -> anyhow::Result<(Arc<dyn Table>, Option<Arc<EmbeddedTable>>)> {
-    if let Some(name) = &config.aws.dynamodb_table {
-        let sdk = tracklake_aws::sdk_config(&config.aws.settings(), None).await;
-        let table = DynamoTable::new(aws_sdk_dynamodb::Client::new(&sdk), name.clone());
-        table
-            .check()
-            .await
-            .context("opening the DynamoDB table ([aws] dynamodb_table)")?;
-        return Ok((Arc::new(table), None));
+) -> anyhow::Result<(
+    Arc<dyn Table>,
+    Option<Arc<EmbeddedTable>>,
+    Option<StreamReader>,
+)> {
+    let open_embedded = |dir: std::path::PathBuf| -> anyhow::Result<Arc<EmbeddedTable>> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating the data directory {}", dir.display()))?;
+        Ok(Arc::new(
+            EmbeddedTable::open(&dir, &config.table).with_context(|| {
+                format!(
+                    "opening the table in {} (is another tracklake using this data directory?)",
+                    dir.display()
+                )
+            })?,
+        ))
+    };
+    let Some(name) = &config.aws.dynamodb_table else {
+        let table = open_embedded(config.data_dir.join("table"))?;
+        return Ok((table.clone(), Some(table), None));
+    };
+    let sdk = tracklake_aws::sdk_config(&config.aws.settings(), None).await;
+    let table = DynamoTable::new(aws_sdk_dynamodb::Client::new(&sdk), name.clone());
+    table
+        .check()
+        .await
+        .context("opening the DynamoDB table ([aws] dynamodb_table)")?;
+    if !config.aws.read_stream {
+        return Ok((Arc::new(table), None, None));
     }
-    let table_dir = config.data_dir.join("table");
-    std::fs::create_dir_all(&table_dir)
-        .with_context(|| format!("creating the data directory {}", table_dir.display()))?;
-    let table = Arc::new(
-        EmbeddedTable::open(&table_dir, &config.table).with_context(|| {
-            format!(
-                "opening the table in {} (is another tracklake using this data directory?)",
-                table_dir.display()
-            )
-        })?,
-    );
-    Ok((table.clone(), Some(table)))
+    let mirror = open_embedded(config.data_dir.join("stream").join("mirror"))?;
+    let reader = StreamReader::open(&sdk, name, mirror.clone(), &config.data_dir)
+        .context("opening the stream reader")?;
+    Ok((Arc::new(table), Some(mirror), Some(reader)))
 }
 
 /// What the API sees of delivery: ingest answers 503 while it lags beyond

@@ -116,3 +116,81 @@ async fn serve_names_a_missing_dynamodb_table() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("DynamoDB table nowhere"), "{stderr}");
 }
+
+/// `[aws] read_stream`: tracklake reads the table's stream and delivers to
+/// a lake on S3 itself; killed mid-way and restarted, every event is in the
+/// bucket exactly once.
+#[tokio::test]
+async fn the_stream_reaches_the_s3_lake_exactly_once_across_a_kill() {
+    if !Moto::available() {
+        return;
+    }
+    let moto = Moto::start(free_port()).await;
+    moto.create_bucket("stream-lake").await;
+    let config = tracklake_aws::sdk_config(
+        &AwsSettings {
+            endpoint: Some(moto.endpoint.clone()),
+            region: Some("us-east-1".into()),
+        },
+        Some(Credentials::new("testing", "testing", None, None, "test")),
+    )
+    .await;
+    DynamoTable::new(aws_sdk_dynamodb::Client::new(&config), "streamed")
+        .create()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let toml = format!(
+        "[aws]\ndynamodb_table = \"streamed\"\nread_stream = true\nendpoint = \"{0}\"\n\
+         [lake]\nurl = \"s3://stream-lake/lake/\"\n[lake.s3]\nendpoint = \"{0}\"\nallow_http = true\n\
+         [delivery]\nbuffer_interval_secs = 1\n[ingest]\nevent_types = [\"login\"]\n",
+        moto.endpoint
+    );
+    let batch = |from: usize| {
+        serde_json::Value::Array(
+            (from..from + 40)
+                .map(|i| json!({"user_id": i % 7, "event_type": "login", "event_id": format!("s{i}")}))
+                .collect(),
+        )
+    };
+    let lake_counts = || async {
+        let mut counts = std::collections::HashMap::<String, usize>::new();
+        for key in moto.keys("stream-lake", "lake/events/").await {
+            for id in crate::harness::parquet_ids(moto.get("stream-lake", &key).await) {
+                *counts.entry(id).or_default() += 1;
+            }
+        }
+        counts
+    };
+    let wait_for = |n: usize| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let counts = lake_counts().await;
+            if counts.len() >= n {
+                return counts;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n} in the lake",
+                counts.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    };
+
+    let s = Server::start_with_env(&data, &toml, &AWS_TEST_ENV);
+    assert_eq!(s.post(&batch(0)).await.0, 200);
+    wait_for(40).await;
+    // The second batch is in DynamoDB when the process dies, mid-read or
+    // mid-delivery.
+    assert_eq!(s.post(&batch(40)).await.0, 200);
+    s.kill();
+    let s = Server::start_with_env(&data, &toml, &AWS_TEST_ENV);
+    assert_eq!(s.post(&batch(80)).await.0, 200);
+    wait_for(120).await;
+    s.stop();
+    let counts = lake_counts().await;
+    assert_eq!(counts.len(), 120);
+    assert!(counts.values().all(|n| *n == 1), "doubled: {counts:?}");
+}
