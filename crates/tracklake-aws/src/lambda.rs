@@ -13,45 +13,27 @@ use std::time::Duration;
 use aws_lambda_events::dynamodb::Event;
 use aws_lambda_events::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use aws_sdk_firehose::Client;
-use aws_sdk_firehose::operation::put_record_batch::PutRecordBatchOutput;
-use aws_sdk_firehose::primitives::Blob;
-use aws_sdk_firehose::types::Record;
 
-/// Firehose's limits for one `PutRecordBatch` call and one record.
-pub const MAX_CALL_RECORDS: usize = 500;
-pub const MAX_CALL_BYTES: usize = 4 * 1024 * 1024;
-pub const MAX_RECORD_BYTES: usize = 1000 * 1024;
+use crate::firehose::{MAX_RECORD_BYTES, Putter};
 
 pub struct Forwarder {
-    firehose: Client,
-    stream: String,
+    putter: Putter,
     /// The Lambda function's name, the metrics' dimension.
     function: String,
-    attempts: u32,
-    first_backoff: Duration,
-}
-
-/// One stream record to send: its sequence number and its line.
-struct Line {
-    seq: Option<String>,
-    bytes: Vec<u8>,
 }
 
 impl Forwarder {
     pub fn new(firehose: Client, stream: String, function: String) -> Self {
         Forwarder {
-            firehose,
-            stream,
+            putter: Putter::new(firehose, stream),
             function,
-            attempts: 5,
-            first_backoff: Duration::from_millis(100),
         }
     }
 
     /// Tries per record, and the first wait between them (doubling).
     pub fn with_retries(mut self, attempts: u32, first_backoff: Duration) -> Self {
-        self.attempts = attempts.max(1);
-        self.first_backoff = first_backoff;
+        self.putter.attempts = attempts.max(1);
+        self.putter.first_backoff = first_backoff;
         self
     }
 
@@ -59,11 +41,14 @@ impl Forwarder {
     /// delivered.
     pub async fn forward(&self, event: &Event) -> DynamoDbEventResponse {
         let mut failed: Vec<Option<String>> = Vec::new();
-        let mut lines = Vec::new();
+        let (mut seqs, mut lines) = (Vec::new(), Vec::new());
         for record in event.records.iter().filter(|r| r.event_name == "INSERT") {
             let seq = record.change.sequence_number.clone();
             match line_of(&record.change.new_image) {
-                Ok(bytes) if bytes.len() <= MAX_RECORD_BYTES => lines.push(Line { seq, bytes }),
+                Ok(bytes) if bytes.len() <= MAX_RECORD_BYTES => {
+                    seqs.push(seq);
+                    lines.push(bytes);
+                }
                 Ok(bytes) => {
                     tracing::error!(sequence_number = ?seq, bytes = bytes.len(), "a record over Firehose's 1,000 KiB limit");
                     failed.push(seq);
@@ -74,14 +59,11 @@ impl Forwarder {
                 }
             }
         }
-        let mut failed_puts = 0;
-        let mut put = 0;
-        for call in calls(&lines) {
-            let (left, failures) = self.put(call).await;
-            failed_puts += failures;
-            put += call.len() - left.len();
-            failed.extend(left);
-        }
+        let (left, failed_puts) = self.putter.put(&lines).await;
+        let put = lines.len() - left.len();
+        failed.extend(left.into_iter().map(|i| seqs[i].clone()));
+        // Lambda retries from the earliest failed record: report in order.
+        failed.sort_by_key(|seq| seq.as_deref().map(|s| (s.len(), s.to_owned())));
         println!(
             "{}",
             log_line(
@@ -99,55 +81,6 @@ impl Forwarder {
             response.batch_item_failures.push(failure);
         }
         response
-    }
-
-    /// Sends one call's lines, resending refused entries with backoff.
-    /// Returns the sequence numbers still undelivered and how many entries
-    /// were refused along the way.
-    async fn put(&self, lines: &[Line]) -> (Vec<Option<String>>, usize) {
-        let mut pending: Vec<usize> = (0..lines.len()).collect();
-        let mut refused = 0;
-        let mut backoff = self.first_backoff;
-        for attempt in 1..=self.attempts {
-            let records: Vec<Record> = pending
-                .iter()
-                .filter_map(|&i| {
-                    Record::builder()
-                        .data(Blob::new(lines[i].bytes.clone()))
-                        .build()
-                        .ok()
-                })
-                .collect();
-            let sent = self
-                .firehose
-                .put_record_batch()
-                .delivery_stream_name(&self.stream)
-                .set_records(Some(records))
-                .send()
-                .await;
-            match sent {
-                Ok(output) => {
-                    let again = refused_entries(&output, &pending);
-                    refused += again.len();
-                    pending = again;
-                }
-                Err(error) => {
-                    refused += pending.len();
-                    tracing::warn!(error = %aws_sdk_firehose::error::DisplayErrorContext(&error), attempt, "PutRecordBatch failed");
-                }
-            }
-            if pending.is_empty() {
-                break;
-            }
-            if attempt < self.attempts {
-                tokio::time::sleep(backoff).await;
-                backoff *= 2;
-            }
-        }
-        (
-            pending.iter().map(|&i| lines[i].seq.clone()).collect(),
-            refused,
-        )
     }
 }
 
@@ -168,39 +101,6 @@ fn line_of(image: &serde_dynamo::Item) -> Result<Vec<u8>, String> {
     };
     line.push(b'\n');
     Ok(line)
-}
-
-/// Lines grouped into calls within Firehose's per-call limits.
-fn calls(lines: &[Line]) -> Vec<&[Line]> {
-    let mut calls = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, line) in lines.iter().enumerate() {
-        if i > start && (i - start == MAX_CALL_RECORDS || bytes + line.bytes.len() > MAX_CALL_BYTES)
-        {
-            calls.push(&lines[start..i]);
-            (start, bytes) = (i, 0);
-        }
-        bytes += line.bytes.len();
-    }
-    if start < lines.len() {
-        calls.push(&lines[start..]);
-    }
-    calls
-}
-
-/// Of the entries sent (`sent[i]` is the line of response entry `i`),
-/// those Firehose refused.
-fn refused_entries(output: &PutRecordBatchOutput, sent: &[usize]) -> Vec<usize> {
-    if output.failed_put_count() == 0 {
-        return Vec::new();
-    }
-    output
-        .request_responses()
-        .iter()
-        .zip(sent)
-        .filter(|(entry, _)| entry.error_code().is_some())
-        .map(|(_, &i)| i)
-        .collect()
 }
 
 /// One log line: the article's two fields as top-level numbers, and the

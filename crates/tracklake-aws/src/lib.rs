@@ -5,10 +5,12 @@
 //! share (docs/AWS.md).
 
 pub mod dynamo;
+pub mod firehose;
 pub mod lambda;
 pub mod streams;
 
 pub use dynamo::DynamoTable;
+pub use firehose::FirehoseSink;
 pub use streams::StreamReader;
 
 pub use aws_sdk_firehose::config::Credentials;

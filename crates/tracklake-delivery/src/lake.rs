@@ -79,6 +79,8 @@ pub struct Lake {
     rewriting: tokio::sync::Mutex<()>,
     /// Users whose events delivery must leave out while they are deleted.
     pub(crate) suppression: crate::deletion::Suppression,
+    /// When set, delivery sends events here instead of writing files.
+    sink: Option<Arc<dyn crate::RecordSink>>,
     config: LakeConfig,
     /// What of an IP address may be written here.
     privacy: Privacy,
@@ -107,6 +109,7 @@ impl Lake {
             store: Arc::new(store),
             rewriting: Default::default(),
             suppression: Default::default(),
+            sink: None,
             config: config.clone(),
             privacy: Privacy::keep(),
             location: dir.display().to_string(),
@@ -164,6 +167,7 @@ impl Lake {
             store,
             rewriting: Default::default(),
             suppression: Default::default(),
+            sink: None,
             config: config.clone(),
             privacy: Privacy::keep(),
             location: config.url.clone(),
@@ -174,6 +178,17 @@ impl Lake {
     pub fn with_privacy(mut self, privacy: Privacy) -> Self {
         self.privacy = privacy;
         self
+    }
+
+    /// Delivery sends events to `sink` (Firehose, say), which writes the
+    /// lake, instead of writing files here.
+    pub fn with_sink(mut self, sink: Arc<dyn crate::RecordSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    pub fn sink(&self) -> Option<&Arc<dyn crate::RecordSink>> {
+        self.sink.as_ref()
     }
 
     pub fn privacy(&self) -> &Privacy {

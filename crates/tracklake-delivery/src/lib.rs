@@ -21,6 +21,17 @@ pub use inspect::{FileContents, read_lake};
 pub use lake::{FileName, Lake, LakeConfig, Layout, S3Config};
 pub use pipeline::{CONSUMER, Delivery, DeliveryConfig, Lag, Status, StreamConfig};
 
+/// Where delivery sends events instead of writing lake files itself, such
+/// as Kinesis Firehose (tracklake-aws), which then writes the lake.
+pub trait RecordSink: Send + Sync {
+    /// Sends events (one JSON line each); `Ok` once every one was accepted,
+    /// with how many puts were refused on the way.
+    fn send<'a>(
+        &'a self,
+        events: Vec<&'a tracklake_event::Event>,
+    ) -> tracklake_table::BoxFuture<'a, Result<u64, String>>;
+}
+
 /// Errors of the delivery stage, named after the failed operation.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,4 +58,6 @@ pub enum Error {
     Table(#[from] tracklake_table::Error),
     #[error("the delivery task failed: {0}")]
     Task(String),
+    #[error("sending to the record sink: {0}")]
+    Sink(String),
 }

@@ -345,24 +345,22 @@ impl Worker {
         let _publishing = self.lake.suppression.publishing().await;
         let erased = Arc::new(self.lake.suppression.erased(&changes));
         self.table.save_checkpoint(INTENT, to).await?;
-        // Encoding is CPU work: off the async workers.
-        let (lake, all, left_out) = (self.lake.clone(), changes.clone(), erased.clone());
-        let encoded = tokio::task::spawn_blocking(move || {
-            let events: Vec<&Event> = all
-                .iter()
-                .filter(|c| !left_out.contains(&c.seq))
-                .map(|c| &c.event)
-                .collect();
-            encode_partitions(&lake, &events, from, to)
-        })
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
         let events: Vec<&Event> = changes.iter().map(|c| &c.event).collect();
-        let (mut failed, mut bytes, files) = (0u64, 0u64, encoded.len());
-        for (path, body) in encoded {
-            bytes += body.len() as u64;
-            failed += self.put_with_retry(&path, body).await?;
-        }
+        let (failed, bytes, files) = match self.lake.sink() {
+            Some(sink) => {
+                let kept = changes
+                    .iter()
+                    .filter(|c| !erased.contains(&c.seq))
+                    .map(|c| &c.event)
+                    .collect();
+                let refused = sink.send(kept).await.map_err(Error::Sink)?;
+                self.status
+                    .failed_puts
+                    .fetch_add(refused, Ordering::Relaxed);
+                (refused, 0, 0)
+            }
+            None => self.write_files(from, to, &changes, erased.clone()).await?,
+        };
         self.table.save_checkpoint(CONSUMER, to).await?;
         self.table.trim_changes(to).await?;
         self.lake.suppression.delivered_through(to);
@@ -392,6 +390,35 @@ impl Worker {
             "delivered to the lake"
         );
         Ok(())
+    }
+
+    /// Writes one file per partition for changes `(from, to]`, less the
+    /// `erased`; returns failed puts, bytes and files.
+    async fn write_files(
+        &self,
+        from: u64,
+        to: u64,
+        changes: &Arc<Vec<Change>>,
+        erased: Arc<std::collections::HashSet<u64>>,
+    ) -> Result<(u64, u64, usize), Error> {
+        // Encoding is CPU work: off the async workers.
+        let (lake, all) = (self.lake.clone(), changes.clone());
+        let encoded = tokio::task::spawn_blocking(move || {
+            let events: Vec<&Event> = all
+                .iter()
+                .filter(|c| !erased.contains(&c.seq))
+                .map(|c| &c.event)
+                .collect();
+            encode_partitions(&lake, &events, from, to)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+        let (mut failed, mut bytes, files) = (0u64, 0u64, encoded.len());
+        for (path, body) in encoded {
+            bytes += body.len() as u64;
+            failed += self.put_with_retry(&path, body).await?;
+        }
+        Ok((failed, bytes, files))
     }
 
     /// Retries a failed PUT with backoff until it succeeds; nothing is

@@ -46,6 +46,10 @@ pub struct AwsConfig {
     /// With `dynamodb_table`: read its stream and deliver to the lake from
     /// here (exactly once), instead of the stack's Lambda and Firehose.
     pub read_stream: bool,
+    /// Deliver to this Kinesis Firehose stream (which writes the lake)
+    /// instead of writing lake files; `[lake] url` is then where Firehose
+    /// writes, for SQL to read.
+    pub firehose_stream: Option<String>,
     /// e.g. `http://127.0.0.1:5000` for an emulator; default: AWS itself.
     pub endpoint: Option<String>,
     /// Default: `AWS_REGION`, then the shared config files.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tracklake_aws::{DynamoTable, StreamReader};
+use tracklake_aws::{DynamoTable, FirehoseSink, StreamReader};
 use tracklake_delivery::{Deletions, Delivery, Lake};
 use tracklake_event::{Privacy, Rules, Validator};
 use tracklake_metrics::{Alarms, Exporter, History, Monitor, names};
@@ -37,11 +37,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let (table, embedded, reader) = open_table(&config).await?;
     let privacy = Privacy::new(&config.privacy, &config.data_dir).map_err(anyhow::Error::msg)?;
-    let lake = Arc::new(
-        Lake::open(&config.lake, &config.data_dir)
-            .context("opening the lake")?
-            .with_privacy(privacy),
-    );
+    let mut lake = Lake::open(&config.lake, &config.data_dir)
+        .context("opening the lake")?
+        .with_privacy(privacy);
+    if let Some(stream) = &config.aws.firehose_stream {
+        let sdk = tracklake_aws::sdk_config(&config.aws.settings(), None).await;
+        let firehose = aws_sdk_firehose::Client::new(&sdk);
+        lake = lake.with_sink(Arc::new(FirehoseSink::new(firehose, stream.clone())));
+    }
+    let lake = Arc::new(lake);
     let lake_location = lake.location.clone();
     // On DynamoDB, the table's stream, the Lambda and Firehose deliver.
     let delivery = match &embedded {

@@ -1,6 +1,7 @@
-//! The Lambda handler, invoked in-process with a recorded DynamoDB stream
-//! batch (INSERT, MODIFY, REMOVE, and an item shaped like the article's
-//! table), putting to Firehose in the AWS emulator.
+//! Kinesis Firehose in the AWS emulator: the Lambda handler, invoked
+//! in-process with a recorded DynamoDB stream batch (INSERT, MODIFY,
+//! REMOVE, and an item shaped like the article's table), and tracklake's own
+//! delivery sending to a Firehose stream.
 
 use std::time::Duration;
 
@@ -91,5 +92,66 @@ async fn undelivered_records_are_reported_not_dropped() {
     assert_eq!(
         failed,
         ["111000000000000000000001", "444000000000000000000004"]
+    );
+}
+
+/// `[aws] firehose_stream`: tracklake's own delivery sends each event as
+/// one JSON line to Firehose (in the emulator), which writes the bucket.
+#[tokio::test]
+async fn serve_delivers_through_firehose() {
+    if !Moto::available() {
+        return;
+    }
+    let moto = Moto::start(free_port()).await;
+    moto.create_bucket("firehose-lake").await;
+    firehose(&moto)
+        .await
+        .create_delivery_stream()
+        .delivery_stream_name("from-serve")
+        .extended_s3_destination_configuration(
+            ExtendedS3DestinationConfiguration::builder()
+                .bucket_arn("arn:aws:s3:::firehose-lake")
+                .role_arn("arn:aws:iam::123456789012:role/firehose")
+                .prefix("events/")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let toml = format!(
+        "[aws]\nfirehose_stream = \"from-serve\"\nendpoint = \"{}\"\n[delivery]\nbuffer_interval_secs = 1\n",
+        moto.endpoint
+    );
+    let s = crate::harness::Server::start_with_env(&data, &toml, &crate::harness::AWS_TEST_ENV);
+    let events: Vec<Value> = (0..30)
+        .map(|i| serde_json::json!({"user_id": i % 4, "event_type": "login", "event_id": format!("f{i}")}))
+        .collect();
+    assert_eq!(s.post(&Value::Array(events)).await.0, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let ids = loop {
+        let mut ids = Vec::new();
+        for key in moto.keys("firehose-lake", "events/").await {
+            let body = moto.get("firehose-lake", &key).await;
+            for line in String::from_utf8(body.to_vec()).unwrap().lines() {
+                let event: Value = serde_json::from_str(line).unwrap();
+                ids.push(event["event_id"].as_str().unwrap().to_owned());
+            }
+        }
+        if ids.len() >= 30 || std::time::Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    s.stop();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((ids.len(), unique.len()), (30, 30), "{ids:?}");
+    assert!(
+        !data.join("lake/events").exists(),
+        "no lake files were written here"
     );
 }
