@@ -69,9 +69,15 @@ fn decode(item: &Item) -> Result<Event, Error> {
 }
 
 impl DynamoTable {
-    pub fn new(client: Client, name: impl Into<String>) -> Self {
+    /// A client for `name` with DynamoDB's customary ten tries per call
+    /// (throttling and internal errors are retried with backoff).
+    pub fn connect(config: &aws_config::SdkConfig, name: impl Into<String>) -> Self {
+        let retries = aws_config::retry::RetryConfig::standard().with_max_attempts(10);
+        let config = aws_sdk_dynamodb::config::Builder::from(config)
+            .retry_config(retries)
+            .build();
         DynamoTable {
-            client,
+            client: Client::from_conf(config),
             name: name.into(),
         }
     }

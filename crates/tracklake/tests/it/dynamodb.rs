@@ -2,7 +2,7 @@
 //! behaviour suite as the embedded table.
 
 use serde_json::json;
-use tracklake_aws::{AwsSettings, Credentials, DynamoTable};
+use tracklake_aws::DynamoTable;
 use tracklake_table::Table;
 
 use crate::harness::{AWS_TEST_ENV, Moto, Server, free_port};
@@ -13,13 +13,8 @@ async fn dynamodb_table_behaves_as_every_table_must() {
         return;
     }
     let moto = Moto::start(free_port()).await;
-    let settings = AwsSettings {
-        endpoint: Some(moto.endpoint.clone()),
-        region: Some("us-east-1".into()),
-    };
-    let credentials = Credentials::new("testing", "testing", None, None, "test");
-    let config = tracklake_aws::sdk_config(&settings, Some(credentials)).await;
-    let table = DynamoTable::new(aws_sdk_dynamodb::Client::new(&config), "tracklake-events");
+    let config = moto.sdk_config().await;
+    let table = DynamoTable::connect(&config, "tracklake-events");
     table.create().await.unwrap();
     tracklake_table::suite::run_all(&table, "u-").await;
 }
@@ -32,15 +27,8 @@ async fn serve_keeps_events_in_dynamodb() {
         return;
     }
     let moto = Moto::start(free_port()).await;
-    let config = tracklake_aws::sdk_config(
-        &AwsSettings {
-            endpoint: Some(moto.endpoint.clone()),
-            region: Some("us-east-1".into()),
-        },
-        Some(Credentials::new("testing", "testing", None, None, "test")),
-    )
-    .await;
-    let table = DynamoTable::new(aws_sdk_dynamodb::Client::new(&config), "served");
+    let config = moto.sdk_config().await;
+    let table = DynamoTable::connect(&config, "served");
     table.create().await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
@@ -127,15 +115,8 @@ async fn the_stream_reaches_the_s3_lake_exactly_once_across_a_kill() {
     }
     let moto = Moto::start(free_port()).await;
     moto.create_bucket("stream-lake").await;
-    let config = tracklake_aws::sdk_config(
-        &AwsSettings {
-            endpoint: Some(moto.endpoint.clone()),
-            region: Some("us-east-1".into()),
-        },
-        Some(Credentials::new("testing", "testing", None, None, "test")),
-    )
-    .await;
-    DynamoTable::new(aws_sdk_dynamodb::Client::new(&config), "streamed")
+    let config = moto.sdk_config().await;
+    DynamoTable::connect(&config, "streamed")
         .create()
         .await
         .unwrap();

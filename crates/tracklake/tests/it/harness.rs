@@ -272,6 +272,16 @@ impl Moto {
         Moto { child, endpoint }
     }
 
+    /// The AWS SDK's configuration for this emulator, with test credentials.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        let settings = tracklake_aws::AwsSettings {
+            endpoint: Some(self.endpoint.clone()),
+            region: Some("us-east-1".into()),
+        };
+        let credentials = tracklake_aws::Credentials::new("testing", "testing", None, None, "test");
+        tracklake_aws::sdk_config(&settings, Some(credentials)).await
+    }
+
     pub async fn create_bucket(&self, bucket: &str) {
         let r = reqwest::Client::new()
             .put(format!("{}/{bucket}", self.endpoint))

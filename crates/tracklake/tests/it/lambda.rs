@@ -9,35 +9,25 @@ use aws_lambda_events::dynamodb::Event;
 use aws_sdk_firehose::types::ExtendedS3DestinationConfiguration;
 use serde_json::Value;
 use tracklake_aws::lambda::Forwarder;
-use tracklake_aws::{AwsSettings, Credentials};
 
 use crate::harness::{Moto, free_port};
 
 const RECORDED: &str = include_str!("fixtures/dynamodb-stream-event.json");
 
 async fn firehose(moto: &Moto) -> aws_sdk_firehose::Client {
-    let settings = AwsSettings {
-        endpoint: Some(moto.endpoint.clone()),
-        region: Some("us-east-1".into()),
-    };
-    let credentials = Credentials::new("testing", "testing", None, None, "test");
-    aws_sdk_firehose::Client::new(&tracklake_aws::sdk_config(&settings, Some(credentials)).await)
+    aws_sdk_firehose::Client::new(&moto.sdk_config().await)
 }
 
-#[tokio::test]
-async fn inserts_become_json_lines_in_firehose() {
-    if !Moto::available() {
-        return;
-    }
-    let moto = Moto::start(free_port()).await;
-    moto.create_bucket("lambda-lake").await;
-    let client = firehose(&moto).await;
-    client
+/// A delivery stream that writes `bucket` under `events/`.
+async fn create_stream(moto: &Moto, name: &str, bucket: &str) {
+    moto.create_bucket(bucket).await;
+    firehose(moto)
+        .await
         .create_delivery_stream()
-        .delivery_stream_name("tracklake-events")
+        .delivery_stream_name(name)
         .extended_s3_destination_configuration(
             ExtendedS3DestinationConfiguration::builder()
-                .bucket_arn("arn:aws:s3:::lambda-lake")
+                .bucket_arn(format!("arn:aws:s3:::{bucket}"))
                 .role_arn("arn:aws:iam::123456789012:role/firehose")
                 .prefix("events/")
                 .build()
@@ -46,6 +36,16 @@ async fn inserts_become_json_lines_in_firehose() {
         .send()
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn inserts_become_json_lines_in_firehose() {
+    if !Moto::available() {
+        return;
+    }
+    let moto = Moto::start(free_port()).await;
+    create_stream(&moto, "tracklake-events", "lambda-lake").await;
+    let client = firehose(&moto).await;
     let event: Event = serde_json::from_str(RECORDED).unwrap();
     let forwarder = Forwarder::new(client, "tracklake-events".into(), "test".into());
     let answer = forwarder.forward(&event).await;
@@ -103,22 +103,7 @@ async fn serve_delivers_through_firehose() {
         return;
     }
     let moto = Moto::start(free_port()).await;
-    moto.create_bucket("firehose-lake").await;
-    firehose(&moto)
-        .await
-        .create_delivery_stream()
-        .delivery_stream_name("from-serve")
-        .extended_s3_destination_configuration(
-            ExtendedS3DestinationConfiguration::builder()
-                .bucket_arn("arn:aws:s3:::firehose-lake")
-                .role_arn("arn:aws:iam::123456789012:role/firehose")
-                .prefix("events/")
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    create_stream(&moto, "from-serve", "firehose-lake").await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let toml = format!(
