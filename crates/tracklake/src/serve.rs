@@ -86,10 +86,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("starting the query engine")?,
     );
     let reports = Arc::new(Reports::new(engine.clone(), &config.data_dir));
-    // Deletion rewrites lake files tracklake wrote; on AWS Firehose writes
-    // them, so it is not offered there yet (docs/AWS.md).
-    let deletions = match config.aws.dynamodb_table {
-        None => Some(Arc::new(
+    // Deletion rewrites lake files tracklake wrote, in the embedded table;
+    // with DynamoDB or Firehose in the path it is not offered yet
+    // (docs/AWS.md).
+    let aws = config.aws.dynamodb_table.is_some() || config.aws.firehose_stream.is_some();
+    let deletions = if aws {
+        None
+    } else {
+        Some(Arc::new(
             Deletions::start(
                 &config.data_dir,
                 table.clone(),
@@ -103,8 +107,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }),
             )
             .context("starting deletion jobs")?,
-        )),
-        Some(_) => None,
+        ))
     };
     let (stop_reader, reader_stopping) = tokio::sync::watch::channel(false);
     let reader = reader.map(|reader| tokio::spawn(reader.run(reader_stopping)));
