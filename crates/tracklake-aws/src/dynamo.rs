@@ -14,6 +14,14 @@
 //! with a digit and id keys with `i`, so time ranges never meet id items.
 //! Reads page through DynamoDB until `limit` *matching* items are found
 //! (DynamoDB applies `Limit` before the filter).
+//!
+//! A table shaped like the article's (partition key `user_id` N, sort key
+//! `event_at` S) works too, found from its key schema: user ids must then be
+//! integers, the sort key is the event time alone, and an event whose
+//! instant is already taken by another of the user's events is stored a
+//! microsecond later in the key (its `event` attribute keeps the true time),
+//! so neither overwrites the other. Items the article's own code wrote
+//! (without `event`) are read from their attributes.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -38,9 +46,48 @@ const ID_PREFIX: &str = "id#";
 /// Puts in flight at once for one batch.
 const CONCURRENT_PUTS: usize = 16;
 
+/// How a table keys its items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `user_id` S, `sk` S = `<time>#<event_id>` (deploy/aws/template.yaml).
+    Tracklake,
+    /// The article's: `user_id` N, `event_at` S = `<time>`.
+    Article,
+}
+
+impl Layout {
+    /// The sort key's attribute.
+    fn sort(self) -> &'static str {
+        match self {
+            Layout::Tracklake => "sk",
+            Layout::Article => "event_at",
+        }
+    }
+
+    /// A user id as the partition key; `None` when this layout cannot hold it.
+    fn user(self, user: &str) -> Option<AttributeValue> {
+        match self {
+            Layout::Tracklake => Some(s(user)),
+            Layout::Article => user
+                .parse::<i64>()
+                .ok()
+                .map(|n| AttributeValue::N(n.to_string())),
+        }
+    }
+
+    /// An event's sort key, `nudge` microseconds after its time.
+    fn event_key(self, event: &Event, nudge: i64) -> String {
+        match self {
+            Layout::Tracklake => format!("{}#{}", time_key(event.event_at), event.event_id),
+            Layout::Article => time_key(event.event_at + chrono::Duration::microseconds(nudge)),
+        }
+    }
+}
+
 pub struct DynamoTable {
     client: Client,
     name: String,
+    layout: Layout,
 }
 
 fn unavailable(e: impl std::error::Error) -> Error {
@@ -64,8 +111,42 @@ fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, Error> {
     }
 }
 
-fn decode(item: &Item) -> Result<Event, Error> {
-    serde_json::from_str(text(item, "event")?).map_err(Error::Decode)
+/// The event an item holds: its `event` JSON, or (written by the
+/// article's own code) its attributes.
+pub(crate) fn decode(item: &Item) -> Result<Event, Error> {
+    match item.get("event") {
+        Some(AttributeValue::S(json)) => serde_json::from_str(json).map_err(Error::Decode),
+        _ => decode_article(item),
+    }
+}
+
+/// An item the article's own code wrote: `user_id` N, `event_at`,
+/// `event_id`, `event_type`, `user_agent`, `ip_address`.
+fn decode_article(item: &Item) -> Result<Event, Error> {
+    let bad = |what: &str| Error::Service(format!("an item without a usable {what}"));
+    let number_or_text = |name: &str| match item.get(name) {
+        Some(AttributeValue::N(n)) | Some(AttributeValue::S(n)) => Some(n.clone()),
+        _ => None,
+    };
+    let user = number_or_text("user_id").ok_or_else(|| bad("user_id"))?;
+    let event_at: DateTime<Utc> = DateTime::parse_from_rfc3339(text(item, "event_at")?)
+        .map_err(|_| bad("event_at"))?
+        .with_timezone(&Utc);
+    Ok(Event {
+        event_id: number_or_text("event_id").ok_or_else(|| bad("event_id"))?,
+        user_id: user
+            .parse()
+            .map(tracklake_event::UserId::Int)
+            .unwrap_or(tracklake_event::UserId::Text(user)),
+        event_type: text(item, "event_type")?.to_owned(),
+        event_at,
+        received_at: event_at,
+        user_agent: text(item, "user_agent").ok().map(str::to_owned),
+        ip_address: text(item, "ip_address").ok().and_then(|ip| ip.parse().ok()),
+        properties: Default::default(),
+        device: tracklake_event::Device::unknown(),
+        server_assigned_id: false,
+    })
 }
 
 impl DynamoTable {
@@ -79,12 +160,17 @@ impl DynamoTable {
         DynamoTable {
             client: Client::from_conf(config),
             name: name.into(),
+            layout: Layout::Tracklake,
         }
     }
 
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
     /// Fails with a message naming the table unless it exists and is keyed
-    /// as tracklake keys it.
-    pub async fn check(&self) -> Result<(), Error> {
+    /// as tracklake's (or the article's) table; takes the layout it finds.
+    pub async fn check(&mut self) -> Result<(), Error> {
         let table = self
             .client
             .describe_table()
@@ -107,19 +193,28 @@ impl DynamoTable {
             .iter()
             .map(|k| k.attribute_name())
             .collect();
-        if keys != ["user_id", "sk"] {
-            return Err(Error::Service(format!(
-                "DynamoDB table {} is keyed by {keys:?}; tracklake needs (user_id, sk) as in deploy/aws/template.yaml",
-                self.name
-            )));
-        }
+        let user_is_number = table.attribute_definitions().iter().any(|a| {
+            a.attribute_name() == "user_id" && a.attribute_type() == &ScalarAttributeType::N
+        });
+        self.layout = match keys.as_slice() {
+            ["user_id", "sk"] if !user_is_number => Layout::Tracklake,
+            ["user_id", "event_at"] if user_is_number => Layout::Article,
+            _ => {
+                return Err(Error::Service(format!(
+                    "DynamoDB table {} is keyed by {keys:?}; tracklake needs (user_id S, sk S) as in \
+                     deploy/aws/template.yaml, or the article's (user_id N, event_at S)",
+                    self.name
+                )));
+            }
+        };
         Ok(())
     }
 
     /// Creates the table with tracklake's keys and a `NEW_IMAGE` stream, as
     /// deploy/aws/template.yaml does (for a first run against an emulator
     /// or DynamoDB Local).
-    pub async fn create(&self) -> Result<(), Error> {
+    pub async fn create(&mut self, layout: Layout) -> Result<(), Error> {
+        self.layout = layout;
         let key = |name: &str, kind| {
             KeySchemaElement::builder()
                 .attribute_name(name)
@@ -127,10 +222,10 @@ impl DynamoTable {
                 .build()
                 .map_err(|e| Error::Service(e.to_string()))
         };
-        let attribute = |name: &str| {
+        let attribute = |name: &str, kind| {
             AttributeDefinition::builder()
                 .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
+                .attribute_type(kind)
                 .build()
                 .map_err(|e| Error::Service(e.to_string()))
         };
@@ -139,9 +234,15 @@ impl DynamoTable {
             .table_name(&self.name)
             .billing_mode(BillingMode::PayPerRequest)
             .key_schema(key("user_id", KeyType::Hash)?)
-            .key_schema(key("sk", KeyType::Range)?)
-            .attribute_definitions(attribute("user_id")?)
-            .attribute_definitions(attribute("sk")?)
+            .key_schema(key(layout.sort(), KeyType::Range)?)
+            .attribute_definitions(attribute(
+                "user_id",
+                match layout {
+                    Layout::Tracklake => ScalarAttributeType::S,
+                    Layout::Article => ScalarAttributeType::N,
+                },
+            )?)
+            .attribute_definitions(attribute(layout.sort(), ScalarAttributeType::S)?)
             .stream_specification(
                 StreamSpecification::builder()
                     .stream_enabled(true)
@@ -156,64 +257,93 @@ impl DynamoTable {
     }
 
     async fn put_one(&self, event: Event) -> Result<PutOutcome, Error> {
-        let json = serde_json::to_string(&event).map_err(Error::Encode)?;
         let user = event.user_id.as_key();
-        let sk = format!("{}#{}", time_key(event.event_at), event.event_id);
-        let event_item: Item = [
-            ("user_id", s(&user)),
-            ("sk", s(&sk)),
-            ("event_id", s(&event.event_id)),
-            ("event_type", s(&event.event_type)),
-            ("event_at", s(time_key(event.event_at))),
-            ("event", s(json)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let id_item: Item = [
-            ("user_id", s(&user)),
-            ("sk", s(format!("{ID_PREFIX}{}", event.event_id))),
-            ("at", s(&sk)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        let put = |item: Item| -> Result<TransactWriteItem, Error> {
-            let put = Put::builder()
-                .table_name(&self.name)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(user_id)")
-                .build()
-                .map_err(|e| Error::Service(e.to_string()))?;
-            Ok(TransactWriteItem::builder().put(put).build())
+        let Some(user_key) = self.layout.user(&user) else {
+            return Err(Error::Service(format!(
+                "DynamoDB table {} keys users by number (the article's layout); user id {user:?} is not one",
+                self.name
+            )));
         };
-        let written = self
-            .client
-            .transact_write_items()
-            .transact_items(put(event_item)?)
-            .transact_items(put(id_item)?)
-            .send()
-            .await;
-        match written {
-            Ok(_) => Ok(PutOutcome::Stored(event)),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), TransactWriteItemsError::TransactionCanceledException(c)
-                    if c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))) =>
-            {
-                match self.stored(&user, &event.event_id).await? {
+        let json = serde_json::to_string(&event).map_err(Error::Encode)?;
+        let sort = self.layout.sort();
+        // On the article's layout an instant holds one event: the next free
+        // microsecond is taken instead (the true time stays in `event`).
+        for nudge in 0..1000 {
+            let key = self.layout.event_key(&event, nudge);
+            let mut event_item: Item = [
+                ("user_id", user_key.clone()),
+                ("event_id", s(&event.event_id)),
+                ("event_type", s(&event.event_type)),
+                ("event_at", s(time_key(event.event_at))),
+                ("event", s(&json)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            event_item.insert(sort.to_owned(), s(&key));
+            let id_item: Item = [
+                ("user_id", user_key.clone()),
+                (sort, s(format!("{ID_PREFIX}{}", event.event_id))),
+                ("at", s(&key)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            let put = |item: Item| -> Result<TransactWriteItem, Error> {
+                let put = Put::builder()
+                    .table_name(&self.name)
+                    .set_item(Some(item))
+                    .condition_expression("attribute_not_exists(user_id)")
+                    .build()
+                    .map_err(|e| Error::Service(e.to_string()))?;
+                Ok(TransactWriteItem::builder().put(put).build())
+            };
+            let written = self
+                .client
+                .transact_write_items()
+                .transact_items(put(event_item)?)
+                .transact_items(put(id_item)?)
+                .send()
+                .await;
+            let (event_taken, id_taken) = match written {
+                Ok(_) => return Ok(PutOutcome::Stored(event)),
+                Err(SdkError::ServiceError(e)) => match e.err() {
+                    TransactWriteItemsError::TransactionCanceledException(c) => {
+                        let failed = |i: usize| {
+                            c.cancellation_reasons()
+                                .get(i)
+                                .is_some_and(|r| r.code() == Some("ConditionalCheckFailed"))
+                        };
+                        (failed(0), failed(1))
+                    }
+                    _ => return Err(unavailable(SdkError::ServiceError(e))),
+                },
+                Err(e) => return Err(unavailable(e)),
+            };
+            if id_taken {
+                return match self.stored(&user_key, &event.event_id).await? {
                     Some(stored) => Ok(PutOutcome::Duplicate(stored)),
                     None => Err(Error::Service(format!(
                         "event {} of user {user} exists in part only",
                         event.event_id
                     ))),
-                }
+                };
             }
-            Err(e) => Err(unavailable(e)),
+            if !event_taken || self.layout == Layout::Tracklake {
+                return Err(Error::Service(format!(
+                    "DynamoDB refused event {} of user {user} without saying why",
+                    event.event_id
+                )));
+            }
         }
+        Err(Error::Service(format!(
+            "user {user} has 1,000 events at {}; no free instant is left",
+            event.event_at
+        )))
     }
 
     /// The stored event with this id, if any.
-    async fn stored(&self, user: &str, event_id: &str) -> Result<Option<Event>, Error> {
+    async fn stored(&self, user: &AttributeValue, event_id: &str) -> Result<Option<Event>, Error> {
         let Some(id) = self.get(user, &format!("{ID_PREFIX}{event_id}")).await? else {
             return Ok(None);
         };
@@ -223,13 +353,13 @@ impl DynamoTable {
         }
     }
 
-    async fn get(&self, user: &str, sk: &str) -> Result<Option<Item>, Error> {
+    async fn get(&self, user: &AttributeValue, sk: &str) -> Result<Option<Item>, Error> {
         let out = self
             .client
             .get_item()
             .table_name(&self.name)
-            .key("user_id", s(user))
-            .key("sk", s(sk))
+            .key("user_id", user.clone())
+            .key(self.layout.sort(), s(sk))
             .consistent_read(true)
             .send()
             .await
@@ -238,11 +368,23 @@ impl DynamoTable {
     }
 
     async fn scan(&self, q: Query) -> Result<Page, Error> {
+        let Some(user) = self.layout.user(&q.user_id) else {
+            return Ok(Page {
+                events: Vec::new(),
+                next_cursor: None,
+            });
+        };
+        // Tracklake's keys are `<time>#<id>`: '$' sorts right after '#'.
+        // ':' sorts right after every digit, so id items stay out.
+        let (after_lo, after_hi) = match self.layout {
+            Layout::Tracklake => ("#", "$"),
+            Layout::Article => ("", ""),
+        };
         let lo = q
             .from
-            .map_or("0".to_owned(), |t| format!("{}#", time_key(t)));
-        // '$' sorts right after '#'; ':' right after every digit.
-        let hi = q.to.map_or(":".to_owned(), |t| format!("{}$", time_key(t)));
+            .map_or("0".to_owned(), |t| format!("{}{after_lo}", time_key(t)));
+        let hi =
+            q.to.map_or(":".to_owned(), |t| format!("{}{after_hi}", time_key(t)));
         let mut start: Option<Item> = match &q.cursor {
             None => None,
             Some(cursor) => {
@@ -254,8 +396,8 @@ impl DynamoTable {
                     .ok_or(Error::BadCursor)?;
                 Some(
                     [
-                        ("user_id".to_owned(), s(&q.user_id)),
-                        ("sk".to_owned(), s(sk)),
+                        ("user_id".to_owned(), user.clone()),
+                        (self.layout.sort().to_owned(), s(sk)),
                     ]
                     .into_iter()
                     .collect(),
@@ -275,8 +417,9 @@ impl DynamoTable {
                 .client
                 .query()
                 .table_name(&self.name)
-                .key_condition_expression("user_id = :u AND sk BETWEEN :lo AND :hi")
-                .expression_attribute_values(":u", s(&q.user_id))
+                .key_condition_expression("user_id = :u AND #k BETWEEN :lo AND :hi")
+                .expression_attribute_names("#k", self.layout.sort())
+                .expression_attribute_values(":u", user.clone())
                 .expression_attribute_values(":lo", s(&lo))
                 .expression_attribute_values(":hi", s(&hi))
                 .scan_index_forward(q.order == Order::Oldest)
@@ -294,7 +437,8 @@ impl DynamoTable {
             for item in out.items() {
                 page.events.push(decode(item)?);
                 if page.events.len() == limit {
-                    page.next_cursor = Some(URL_SAFE_NO_PAD.encode(text(item, "sk")?));
+                    page.next_cursor =
+                        Some(URL_SAFE_NO_PAD.encode(text(item, self.layout.sort())?));
                     return Ok(page);
                 }
             }
@@ -306,6 +450,9 @@ impl DynamoTable {
     }
 
     async fn delete_all(&self, user: &str) -> Result<Deleted, Error> {
+        let Some(user) = self.layout.user(user) else {
+            return Ok(Deleted::default());
+        };
         let mut keys: Vec<Item> = Vec::new();
         let mut start = None;
         loop {
@@ -314,8 +461,9 @@ impl DynamoTable {
                 .query()
                 .table_name(&self.name)
                 .key_condition_expression("user_id = :u")
-                .expression_attribute_values(":u", s(user))
-                .projection_expression("user_id, sk")
+                .expression_attribute_values(":u", user.clone())
+                .projection_expression("user_id, #k")
+                .expression_attribute_names("#k", self.layout.sort())
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
@@ -329,7 +477,7 @@ impl DynamoTable {
         }
         let events = keys
             .iter()
-            .filter(|k| text(k, "sk").is_ok_and(|sk| !sk.starts_with(ID_PREFIX)))
+            .filter(|k| text(k, self.layout.sort()).is_ok_and(|key| !key.starts_with(ID_PREFIX)))
             .count() as u64;
         for chunk in keys.chunks(25) {
             let mut requests: Vec<WriteRequest> = chunk
@@ -388,11 +536,32 @@ impl Table for DynamoTable {
                     }
                 }
             }
-            let outcomes: Vec<PutOutcome> = futures_util::stream::iter(unique)
-                .map(|event| self.put_one(event))
-                .buffered(CONCURRENT_PUTS)
-                .try_collect()
-                .await?;
+            // One user's events go in order (so instants taken in a batch
+            // are taken in batch order); different users' at once.
+            let mut users: HashMap<String, Vec<(usize, Event)>> = HashMap::new();
+            for (i, event) in unique.into_iter().enumerate() {
+                users
+                    .entry(event.user_id.as_key())
+                    .or_default()
+                    .push((i, event));
+            }
+            let done: Vec<Vec<(usize, PutOutcome)>> =
+                futures_util::stream::iter(users.into_values())
+                    .map(|events| async move {
+                        let mut out = Vec::with_capacity(events.len());
+                        for (i, event) in events {
+                            out.push((i, self.put_one(event).await?));
+                        }
+                        Ok::<_, Error>(out)
+                    })
+                    .buffer_unordered(CONCURRENT_PUTS)
+                    .try_collect()
+                    .await?;
+            let mut outcomes: Vec<Option<PutOutcome>> = vec![None; first.len()];
+            for (i, outcome) in done.into_iter().flatten() {
+                outcomes[i] = Some(outcome);
+            }
+            let outcomes: Vec<PutOutcome> = outcomes.into_iter().flatten().collect();
             let mut next = 0;
             Ok(repeat_of
                 .into_iter()

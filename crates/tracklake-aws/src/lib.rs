@@ -9,7 +9,7 @@ pub mod firehose;
 pub mod lambda;
 pub mod streams;
 
-pub use dynamo::DynamoTable;
+pub use dynamo::{DynamoTable, Layout};
 pub use firehose::FirehoseSink;
 pub use streams::StreamReader;
 

@@ -26,7 +26,6 @@ use aws_sdk_dynamodbstreams::operation::get_records::GetRecordsError;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, Shard, ShardIteratorType};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tracklake_event::Event;
 use tracklake_table::{Error, Table};
 
 /// Where the reader is in one shard.
@@ -218,13 +217,11 @@ impl StreamReader {
                     continue;
                 }
                 let image = record.dynamodb().and_then(|d| d.new_image());
-                match image.and_then(|i| i.get("event")) {
-                    Some(AttributeValue::S(json)) => {
-                        events.push(serde_json::from_str::<Event>(json).map_err(Error::Decode)?)
-                    }
-                    _ => tracing::warn!(
-                        "a stream record without tracklake's event attribute; skipped"
-                    ),
+                match image {
+                    // The id item written beside each event.
+                    Some(image) if image.contains_key("at") && !image.contains_key("event") => {}
+                    Some(image) => events.push(crate::dynamo::decode(&as_item(image))?),
+                    None => tracing::warn!("an INSERT without a new image; skipped"),
                 }
             }
             let last = records
@@ -270,4 +267,23 @@ impl StreamReader {
         file.sync_all().map_err(io)?;
         std::fs::rename(&staged, &self.path).map_err(io)
     }
+}
+
+/// A stream image as a table item: the attribute kinds events use.
+fn as_item(
+    image: &HashMap<String, AttributeValue>,
+) -> HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    use aws_sdk_dynamodb::types::AttributeValue as Table;
+    image
+        .iter()
+        .filter_map(|(name, value)| {
+            let value = match value {
+                AttributeValue::S(v) => Table::S(v.clone()),
+                AttributeValue::N(v) => Table::N(v.clone()),
+                AttributeValue::Bool(v) => Table::Bool(*v),
+                _ => return None,
+            };
+            Some((name.clone(), value))
+        })
+        .collect()
 }

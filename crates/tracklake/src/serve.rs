@@ -216,7 +216,7 @@ async fn open_table(
         return Ok((table.clone(), Some(table), None));
     };
     let sdk = tracklake_aws::sdk_config(&config.aws.settings(), None).await;
-    let table = DynamoTable::connect(&sdk, name.clone());
+    let mut table = DynamoTable::connect(&sdk, name.clone());
     table
         .check()
         .await

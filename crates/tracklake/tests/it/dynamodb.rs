@@ -2,7 +2,7 @@
 //! behaviour suite as the embedded table.
 
 use serde_json::json;
-use tracklake_aws::DynamoTable;
+use tracklake_aws::{DynamoTable, Layout};
 use tracklake_table::Table;
 
 use crate::harness::{AWS_TEST_ENV, Moto, Server, free_port};
@@ -14,8 +14,8 @@ async fn dynamodb_table_behaves_as_every_table_must() {
     }
     let moto = Moto::start(free_port()).await;
     let config = moto.sdk_config().await;
-    let table = DynamoTable::connect(&config, "tracklake-events");
-    table.create().await.unwrap();
+    let mut table = DynamoTable::connect(&config, "tracklake-events");
+    table.create(Layout::Tracklake).await.unwrap();
     tracklake_table::suite::run_all(&table, "u-").await;
 }
 
@@ -28,8 +28,8 @@ async fn serve_keeps_events_in_dynamodb() {
     }
     let moto = Moto::start(free_port()).await;
     let config = moto.sdk_config().await;
-    let table = DynamoTable::connect(&config, "served");
-    table.create().await.unwrap();
+    let mut table = DynamoTable::connect(&config, "served");
+    table.create(Layout::Tracklake).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -117,7 +117,7 @@ async fn the_stream_reaches_the_s3_lake_exactly_once_across_a_kill() {
     moto.create_bucket("stream-lake").await;
     let config = moto.sdk_config().await;
     DynamoTable::connect(&config, "streamed")
-        .create()
+        .create(Layout::Tracklake)
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -174,4 +174,58 @@ async fn the_stream_reaches_the_s3_lake_exactly_once_across_a_kill() {
     let counts = lake_counts().await;
     assert_eq!(counts.len(), 120);
     assert!(counts.values().all(|n| *n == 1), "doubled: {counts:?}");
+}
+
+/// A table shaped like the article's (`user_id` N, `event_at` S): found
+/// from its keys, it passes the same suite, reads the items the article's
+/// own code wrote, and refuses a user id that is not a number.
+#[tokio::test]
+async fn an_article_shaped_table_works_too() {
+    use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+    if !Moto::available() {
+        return;
+    }
+    let moto = Moto::start(free_port()).await;
+    let config = moto.sdk_config().await;
+    DynamoTable::connect(&config, "exampro-events")
+        .create(Layout::Article)
+        .await
+        .unwrap();
+    let mut table = DynamoTable::connect(&config, "exampro-events");
+    table.check().await.unwrap();
+    assert_eq!(table.layout(), Layout::Article);
+    tracklake_table::suite::run_all(&table, "").await;
+
+    aws_sdk_dynamodb::Client::new(&config)
+        .put_item()
+        .table_name("exampro-events")
+        .item("user_id", N("42".into()))
+        .item("event_at", S("2019-06-29T16:46:23Z".into()))
+        .item("event_id", N("1561826783".into()))
+        .item("event_type", S("login".into()))
+        .item(
+            "user_agent",
+            S("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_9_3)".into()),
+        )
+        .item("ip_address", S("11.174.250.238".into()))
+        .send()
+        .await
+        .unwrap();
+    let page = table
+        .query(tracklake_table::Query::recent("42"))
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 1);
+    let written = &page.events[0];
+    assert_eq!(written.event_id, "1561826783");
+    assert_eq!(written.event_type, "login");
+    assert_eq!(written.ip_address, "11.174.250.238".parse().ok());
+
+    let mut alice = written.clone();
+    alice.user_id = tracklake_event::UserId::Text("alice".into());
+    let refused = table.put(vec![alice]).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("keys users by number"),
+        "{refused}"
+    );
 }
