@@ -43,6 +43,11 @@ impl Forwarder {
         let mut failed: Vec<Option<String>> = Vec::new();
         let (mut seqs, mut lines) = (Vec::new(), Vec::new());
         for record in event.records.iter().filter(|r| r.event_name == "INSERT") {
+            let image = &record.change.new_image;
+            // The id item tracklake writes beside each event is no event.
+            if image.contains_key("at") && !image.contains_key("event") {
+                continue;
+            }
             let seq = record.change.sequence_number.clone();
             match line_of(&record.change.new_image) {
                 Ok(bytes) if bytes.len() <= MAX_RECORD_BYTES => {

@@ -1,6 +1,7 @@
 //! Kinesis Firehose in the AWS emulator: the Lambda handler, invoked
-//! in-process with a recorded DynamoDB stream batch (INSERT, MODIFY,
-//! REMOVE, and an item shaped like the article's table), and tracklake's own
+//! in-process with a recorded DynamoDB stream batch (INSERTs of an event and
+//! of its id item, MODIFY, REMOVE, and an item shaped like the article's
+//! table), and tracklake's own
 //! delivery sending to a Firehose stream.
 
 use std::time::Duration;
@@ -62,7 +63,7 @@ async fn inserts_become_json_lines_in_firehose() {
                 .map(|l| serde_json::from_str::<Value>(l).unwrap()),
         );
     }
-    // The two INSERTs, not the MODIFY or the REMOVE.
+    // The two events' INSERTs: not the id item's, the MODIFY or the REMOVE.
     assert_eq!(lines.len(), 2, "{lines:?}");
     let first = lines.iter().find(|l| l["event_id"] == "e1").unwrap();
     assert_eq!(first["ip_address"], "11.174.250.238");
