@@ -220,7 +220,7 @@ impl StreamReader {
                 match image {
                     // The id item written beside each event.
                     Some(image) if image.contains_key("at") && !image.contains_key("event") => {}
-                    Some(image) => events.push(crate::dynamo::decode(&as_item(image))?),
+                    Some(image) => events.push(crate::dynamo::decode_item(&as_item(image))?),
                     None => tracing::warn!("an INSERT without a new image; skipped"),
                 }
             }
