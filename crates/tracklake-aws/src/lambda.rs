@@ -69,6 +69,8 @@ impl Forwarder {
         failed.extend(left.into_iter().map(|i| seqs[i].clone()));
         // Lambda retries from the earliest failed record: report in order.
         failed.sort_by_key(|seq| seq.as_deref().map(|s| (s.len(), s.to_owned())));
+        // Lambda sends stdout to CloudWatch Logs, where the metric filters
+        // and EMF read this line.
         println!(
             "{}",
             log_line(
