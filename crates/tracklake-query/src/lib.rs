@@ -134,6 +134,10 @@ impl Engine {
             .with_memory_limit(config.memory_limit_mib.max(16) * 1024 * 1024, 1.0)
             .build_arc()?;
         let mut session = SessionConfig::new()
+            .set_usize(
+                "datafusion.sql_parser.recursion_limit",
+                tracklake_ddl::RECURSION_LIMIT,
+            )
             .with_information_schema(true)
             .with_default_catalog_and_schema("tracklake", &config.database);
         session.options_mut().execution.parquet.pushdown_filters = true;

@@ -266,3 +266,20 @@ async fn a_long_query_is_cancelled_at_the_timeout() {
     // The engine still answers.
     assert_eq!(count(&engine, "SELECT count(*) FROM events").await, "80");
 }
+
+/// Text crafted to make the SQL parser backtrack (found by fuzzing) is
+/// refused as invalid SQL at once instead of holding a core for minutes.
+#[tokio::test]
+async fn crafted_sql_is_refused_at_once() {
+    let setup = Setup::new(&events(), Format::Parquet).await;
+    let engine = setup.engine().await;
+    let slow = String::from_utf8_lossy(include_bytes!("../../../tracklake-ddl/src/slow-parse.txt"));
+    let refused = engine.run(&slow).await.unwrap_err();
+    assert!(
+        matches!(refused, tracklake_query::Error::Invalid(_)),
+        "{refused}"
+    );
+    // Ordinary nesting still parses.
+    let nested = format!("SELECT {}1{} AS n", "(".repeat(20), ")".repeat(20));
+    assert_eq!(engine.run(&nested).await.unwrap().rows, 1);
+}
