@@ -13,6 +13,9 @@ use sqlparser::ast::{CreateTable, HiveDistributionStyle, SqlOption, Statement};
 use sqlparser::dialect::HiveDialect;
 use sqlparser::parser::Parser;
 
+mod limits;
+pub use limits::{MAX_OPERATORS, RECURSION_LIMIT, check_size};
+
 /// Why a statement cannot be taken: shown to the user as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DdlError(pub String);
@@ -28,6 +31,7 @@ impl std::error::Error for DdlError {}
 /// The one statement in `sql`, parsed in the Hive dialect; `None` when it
 /// is not exactly one statement Hive's grammar accepts.
 pub fn parse(sql: &str) -> Option<Statement> {
+    check_size(sql).ok()?;
     let sql = map_and_struct_as_string(sql);
     let mut statements = Parser::new(&HiveDialect {})
         .with_recursion_limit(RECURSION_LIMIT)
@@ -36,12 +40,6 @@ pub fn parse(sql: &str) -> Option<Statement> {
         .ok()?;
     (statements.len() == 1).then(|| statements.remove(0))
 }
-
-/// How deep the SQL parser may nest. sqlparser's default, 50, lets a few
-/// hundred bytes of crafted text take seconds to minutes to refuse (its
-/// backtracking grows with depth; found by the `athena_ddl` fuzz target);
-/// 30 keeps that under a millisecond and is deeper than any real query.
-pub const RECURSION_LIMIT: usize = 30;
 
 /// `map<…>` and `struct<…>` column types (common in Athena tables) written
 /// as `string`: the parser's Hive dialect does not know them, and tracklake
@@ -263,11 +261,52 @@ pub fn athena_type(data_type: &DataType) -> String {
 mod tests {
     use super::*;
 
+    /// Parses `sql`, failing if that takes over `SLOW` (microseconds with the
+    /// patched parser; seconds to hours without it).
+    fn parse_quickly(sql: &str) -> Option<Statement> {
+        const SLOW: std::time::Duration = std::time::Duration::from_secs(2);
+        let started = std::time::Instant::now();
+        let parsed = parse(sql);
+        assert!(
+            started.elapsed() < SLOW,
+            "{:?} to parse {sql:?}",
+            started.elapsed()
+        );
+        parsed
+    }
+
     #[test]
     fn crafted_text_is_refused_at_once() {
-        // 779 bytes that took the parser minutes at its default depth.
-        let slow = String::from_utf8_lossy(include_bytes!("slow-parse.txt"));
-        assert!(parse(&slow).is_none());
+        // Found by the athena_ddl fuzz target: 779 bytes that took sqlparser
+        // minutes at depth 50, and 472 bytes that took 25 s at depth 30.
+        for slow in [
+            &include_bytes!("slow-parse.txt")[..],
+            include_bytes!("slow-parse-2.txt"),
+        ] {
+            assert!(parse_quickly(&String::from_utf8_lossy(slow)).is_none());
+        }
+    }
+
+    /// The shapes upstream fixed (vendor/README.md), 26 deep: each took
+    /// sqlparser 0.62 from seconds to minutes.
+    #[test]
+    fn backtracking_shapes_parse_in_linear_time() {
+        let n = 26;
+        for sql in [
+            format!("IF {}x.#", "a.".repeat(n)),
+            format!("SELECT x{}", ".not-b".repeat(n)),
+            format!("SELECT {}c", "case-".repeat(n)),
+            format!("SELECT {}x", "if(current_time(".repeat(n)),
+            format!("SELECT 1 FROM {}", "(".repeat(n)),
+            format!("SELECT {}x", "POSITION(".repeat(n)),
+        ] {
+            parse_quickly(&sql);
+        }
+        // What they are near still parses.
+        let chain = format!("SELECT a{} FROM t", ".b".repeat(n));
+        assert!(parse_quickly(&chain).is_some());
+        let nested = format!("SELECT {}1{}", "(".repeat(20), ")".repeat(20));
+        assert!(parse_quickly(&nested).is_some());
     }
 
     #[test]

@@ -31,6 +31,13 @@ use tracklake_table::ChangeLog;
 pub use output::to_json_rows;
 pub use reports::{Report, ReportConfig, ReportError, Reports, forget_saved};
 
+/// The stack a thread running [`Engine::run`] needs. DataFusion walks (and
+/// prints, and clones) expressions recursively, so a statement with
+/// `tracklake_ddl::MAX_OPERATORS` operators in one chain nests that deep:
+/// 16 MiB holds it even in a debug build (about 6 KB a level there), where
+/// the 2 MiB threads Rust and tokio start with overflow near 300.
+pub const THREAD_STACK_BYTES: usize = 16 << 20;
+
 /// `[query]` in the config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -176,6 +183,7 @@ impl Engine {
     }
 
     /// Runs one statement: a query, or one of Athena's catalog statements.
+    /// Run it on a thread with [`THREAD_STACK_BYTES`] of stack.
     pub async fn run(&self, sql: &str) -> Result<Answer, Error> {
         let started = Instant::now();
         let answer = self.run_timed(sql, started).await;
@@ -191,6 +199,7 @@ impl Engine {
     }
 
     async fn run_timed(&self, sql: &str, started: Instant) -> Result<Answer, Error> {
+        tracklake_ddl::check_size(sql).map_err(Error::Invalid)?;
         let limit = Duration::from_secs(self.config.timeout_secs.max(1));
         let work = async {
             if let Some(batches) = self.catalog.run(&self.ctx, sql).await? {

@@ -79,6 +79,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(tracklake_query::THREAD_STACK_BYTES)
         .build()?;
     runtime.block_on(async move {
         match cli.command {

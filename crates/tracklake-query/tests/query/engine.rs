@@ -273,13 +273,77 @@ async fn a_long_query_is_cancelled_at_the_timeout() {
 async fn crafted_sql_is_refused_at_once() {
     let setup = Setup::new(&events(), Format::Parquet).await;
     let engine = setup.engine().await;
-    let slow = String::from_utf8_lossy(include_bytes!("../../../tracklake-ddl/src/slow-parse.txt"));
-    let refused = engine.run(&slow).await.unwrap_err();
-    assert!(
-        matches!(refused, tracklake_query::Error::Invalid(_)),
-        "{refused}"
-    );
+    for slow in [
+        &include_bytes!("../../../tracklake-ddl/src/slow-parse.txt")[..],
+        include_bytes!("../../../tracklake-ddl/src/slow-parse-2.txt"),
+    ] {
+        let started = std::time::Instant::now();
+        let refused = engine
+            .run(&String::from_utf8_lossy(slow))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, tracklake_query::Error::Invalid(_)),
+            "{refused}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+    // The shapes that took sqlparser 0.62 exponential time (vendor/README.md).
+    let n = 26;
+    for sql in [
+        format!("SELECT {}x.# FROM events", "a.".repeat(n)),
+        format!("SELECT user_id{} FROM events", ".not-b".repeat(n)),
+        format!("SELECT {}c FROM events", "case-".repeat(n)),
+        format!("SELECT {}x", "if(current_time(".repeat(n)),
+        format!("SELECT 1 FROM {}", "(".repeat(n)),
+        format!("SELECT {}x", "POSITION(".repeat(n)),
+    ] {
+        let started = std::time::Instant::now();
+        assert!(engine.run(&sql).await.is_err(), "{sql}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{sql}"
+        );
+    }
     // Ordinary nesting still parses.
     let nested = format!("SELECT {}1{} AS n", "(".repeat(20), ")".repeat(20));
     assert_eq!(engine.run(&nested).await.unwrap().rows, 1);
+}
+
+/// A long chain (`1 + 1 + …`, `a OR b OR …`) nests in the plan as deep as
+/// it is long: the engine answers one at its operator limit on a thread
+/// with the stack `tracklake serve` gives its threads, and refuses a longer
+/// one with a message instead of overflowing that stack.
+#[test]
+fn long_expressions_do_not_overflow_the_stack() {
+    std::thread::Builder::new()
+        .stack_size(tracklake_query::THREAD_STACK_BYTES)
+        .spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(long_expressions())
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+async fn long_expressions() {
+    let setup = Setup::new(&events(), Format::Parquet).await;
+    let engine = setup.engine().await;
+    let most = tracklake_ddl::MAX_OPERATORS;
+    let sum = |n: usize| format!("SELECT 1{} AS n", "+1".repeat(n));
+    let answer = engine.run(&sum(most - 2)).await.unwrap(); // and SELECT, AS
+    assert_eq!(answer.rows, 1);
+    let ors = format!(
+        "SELECT count(*) FROM events WHERE {}",
+        vec!["event_type = 'x'"; most / 2 - 4].join(" OR ")
+    );
+    assert_eq!(count(&engine, &ors).await, "0");
+    let Err(tracklake_query::Error::Invalid(refused)) = engine.run(&sum(100_000)).await else {
+        panic!("a 100,000-term sum is refused");
+    };
+    assert!(refused.contains("too complex"), "{refused}");
 }
