@@ -87,6 +87,9 @@ impl DeliveryConfig {
 pub struct Status {
     /// The newest change committed to the lake.
     pub delivered_seq: AtomicU64,
+    /// The newest change read from the stream (ahead of `delivered_seq`
+    /// while a publish is under way and the next buffer fills).
+    pub read_seq: AtomicU64,
     pub records: AtomicU64,
     pub files: AtomicU64,
     pub bytes: AtomicU64,
@@ -141,15 +144,18 @@ impl Delivery {
                 stopping.clone(),
             ))
         });
+        let durable = table.watch_changes();
         let worker = Worker {
-            table,
-            lake,
-            batch_size: stream.batch_size,
+            publisher: Arc::new(Publisher {
+                table,
+                lake,
+                batch_size: stream.batch_size,
+                stopping: stopping.clone(),
+                status: status.clone(),
+            }),
             config,
             stopping,
-            status: status.clone(),
         };
-        let durable = worker.table.watch_changes();
         let config = worker.config.clone();
         let task = tokio::spawn(worker.run());
         Ok(Delivery {
@@ -185,6 +191,7 @@ impl Delivery {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         serde_json::json!({
             "delivered_seq": n(&s.delivered_seq),
+            "read_seq": n(&s.read_seq),
             "lag_events": lag.events,
             "lag_seconds": lag.seconds,
             "records": n(&s.records),
@@ -229,60 +236,75 @@ impl Delivery {
     }
 }
 
+/// Reads the change stream into a buffer and hands each full buffer to a
+/// publish task, then reads on while it is encoded and written: reading
+/// (decoding the change log) and encoding each keep a core busy.
 struct Worker {
+    publisher: Arc<Publisher>,
+    config: DeliveryConfig,
+    stopping: watch::Receiver<bool>,
+}
+
+/// Publishes buffers, one at a time and in order.
+struct Publisher {
     table: Arc<dyn ChangeLog>,
     lake: Arc<Lake>,
     batch_size: usize,
-    config: DeliveryConfig,
     stopping: watch::Receiver<bool>,
     status: Arc<Status>,
 }
 
+/// The publish under way.
+type InFlight = Option<tokio::task::JoinHandle<Result<(), Error>>>;
+
 impl Worker {
     async fn run(mut self) -> Result<(), Error> {
-        let mut committed = self.table.checkpoint(CONSUMER).await?.unwrap_or(0);
-        if let Some(intent) = self
-            .table
-            .checkpoint(INTENT)
-            .await?
-            .filter(|i| *i > committed)
-        {
+        let p = self.publisher.clone();
+        let mut committed = p.table.checkpoint(CONSUMER).await?.unwrap_or(0);
+        if let Some(intent) = p.table.checkpoint(INTENT).await?.filter(|i| *i > committed) {
             tracing::info!(
                 from = committed,
                 to = intent,
                 "finishing an interrupted delivery"
             );
-            let changes = self.read_through(committed, intent).await?;
-            self.publish(committed, intent, Arc::new(changes)).await?;
+            let changes = p.read_through(committed, intent).await?;
+            p.publish(committed, intent, Arc::new(changes)).await?;
             committed = intent;
         }
-        self.status
-            .delivered_seq
-            .store(committed, Ordering::Relaxed);
-        let mut changes = self.table.watch_changes();
+        p.status.delivered_seq.store(committed, Ordering::Relaxed);
+        p.status.read_seq.store(committed, Ordering::Relaxed);
+        let mut changes = p.table.watch_changes();
         let limit = self.config.buffer_size_mib * 1024 * 1024;
         let interval = Duration::from_secs(self.config.buffer_interval_secs);
         let (mut buffer, mut buffered_bytes, mut since) = (Vec::new(), 0u64, None::<Instant>);
-        let mut read = committed;
+        // When the oldest event in `buffer` was received, in ms.
+        let mut buffer_oldest_ms = 0i64;
+        // `read`: the newest change read; `handed`: the end of the range
+        // last handed to a publish.
+        let (mut read, mut handed) = (committed, committed);
+        let mut in_flight: InFlight = None;
         loop {
             // Seen before reading: once stopping, a read that comes back
             // empty has seen every event acknowledged before the stop.
             let stopping = *self.stopping.borrow();
-            let batch = self.table.read_changes(read, self.batch_size).await?;
+            let batch = p.table.read_changes(read, p.batch_size).await?;
             let drained = batch.is_empty();
             if let Some(last) = batch.last() {
                 read = last.seq;
+                p.status.read_seq.store(read, Ordering::Relaxed);
                 metrics::counter!(names::STREAM_BATCHES).increment(1);
                 metrics::histogram!(names::STREAM_RECORDS_SIZE).record(batch.len() as f64);
                 if since.is_none() {
                     since = Some(Instant::now());
-                    let first = batch[0].event.received_at.timestamp_millis().max(1);
-                    self.status
-                        .oldest_waiting_ms
-                        .store(first, Ordering::Relaxed);
+                    buffer_oldest_ms = batch[0].event.received_at.timestamp_millis().max(1);
+                    if in_flight.is_none() {
+                        p.status
+                            .oldest_waiting_ms
+                            .store(buffer_oldest_ms, Ordering::Relaxed);
+                    }
                 }
                 for mut change in batch {
-                    self.lake.privacy().apply(&mut change.event);
+                    p.lake.privacy().apply(&mut change.event);
                     buffered_bytes += approximate_size(&change.event);
                     buffer.push(change);
                 }
@@ -290,35 +312,82 @@ impl Worker {
             let full = buffered_bytes >= limit;
             let due = since.map(|s| s + interval);
             let overdue = due.is_some_and(|d| Instant::now() >= d);
-            if read > committed && (full || overdue || (stopping && drained)) {
+            if read > handed && (full || overdue || (stopping && drained)) {
+                // One range at a time: the next intent is saved only once
+                // the previous range is committed.
+                self.finish(&mut in_flight, buffer_oldest_ms).await?;
                 let events = Arc::new(std::mem::take(&mut buffer));
-                let mut backoff = Duration::from_millis(100);
-                // The intent is saved: retry exactly this range until it is
-                // published (or the process stops and the next start does).
-                while let Err(error) = self.publish(committed, read, events.clone()).await {
-                    if *self.stopping.borrow() {
-                        return Err(error);
-                    }
-                    tracing::error!(%error, "delivery to the lake failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-                (committed, buffered_bytes, since) = (read, 0, None);
+                let (publisher, from, to) = (p.clone(), handed, read);
+                in_flight = Some(tokio::spawn(async move {
+                    publisher.publish_with_retry(from, to, events).await
+                }));
+                (handed, buffered_bytes, since, buffer_oldest_ms) = (read, 0, None, 0);
                 continue;
             }
             if !drained {
                 continue;
             }
             if stopping {
-                return Ok(());
+                return self.finish(&mut in_flight, 0).await;
             }
             let wake = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep_until(wake) => {}
                 _ = self.stopping.changed() => {}
+                done = published(&mut in_flight) => {
+                    in_flight = None;
+                    done?;
+                    self.oldest_waiting(buffer_oldest_ms);
+                }
             }
         }
+    }
+
+    /// Waits for the publish under way, if any; then the oldest event
+    /// waiting is the buffer's.
+    async fn finish(&self, in_flight: &mut InFlight, buffer_oldest_ms: i64) -> Result<(), Error> {
+        if in_flight.is_some() {
+            published(in_flight).await?;
+            *in_flight = None;
+        }
+        self.oldest_waiting(buffer_oldest_ms);
+        Ok(())
+    }
+
+    fn oldest_waiting(&self, ms: i64) {
+        let status = &self.publisher.status;
+        status.oldest_waiting_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// The outcome of the publish under way; pending while there is none.
+async fn published(in_flight: &mut InFlight) -> Result<(), Error> {
+    match in_flight {
+        Some(task) => task.await.map_err(|e| Error::Task(e.to_string()))?,
+        None => std::future::pending().await,
+    }
+}
+
+impl Publisher {
+    /// Publishes `(from, to]`, retrying until it is published, or the
+    /// process stops (and the next start finishes it from the intent).
+    async fn publish_with_retry(
+        &self,
+        from: u64,
+        to: u64,
+        events: Arc<Vec<Change>>,
+    ) -> Result<(), Error> {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(error) = self.publish(from, to, events.clone()).await {
+            if *self.stopping.borrow() {
+                return Err(error);
+            }
+            tracing::error!(%error, "delivery to the lake failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+        Ok(())
     }
 
     /// Changes `(after, through]`.
@@ -366,7 +435,6 @@ impl Worker {
         self.lake.suppression.delivered_through(to);
         let s = &self.status;
         s.delivered_seq.store(to, Ordering::Relaxed);
-        s.oldest_waiting_ms.store(0, Ordering::Relaxed);
         s.records
             .fetch_add((events.len() - erased.len()) as u64, Ordering::Relaxed);
         s.files.fetch_add(files as u64, Ordering::Relaxed);

@@ -246,3 +246,89 @@ async fn a_zero_stream_batch_is_refused() {
     let started = Delivery::start(s.table.clone(), s.lake.clone(), stream, config(1), off());
     assert!(matches!(started, Err(crate::Error::Config(m)) if m.contains("stream.batch_size")));
 }
+
+/// A destination that holds each send until the test lets it go, and
+/// records what it was sent and how many sends overlapped.
+struct GatedSink {
+    gate: tokio::sync::Semaphore,
+    active: std::sync::atomic::AtomicUsize,
+    most_active: std::sync::atomic::AtomicUsize,
+    sent: std::sync::Mutex<Vec<String>>,
+}
+
+impl crate::RecordSink for GatedSink {
+    fn send<'a>(
+        &'a self,
+        events: Vec<&'a Event>,
+    ) -> tracklake_table::BoxFuture<'a, Result<u64, String>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        Box::pin(async move {
+            let now = self.active.fetch_add(1, SeqCst) + 1;
+            self.most_active.fetch_max(now, SeqCst);
+            self.gate.acquire().await.unwrap().forget();
+            let ids = events.iter().map(|e| e.event_id.clone());
+            self.sent.lock().unwrap().extend(ids);
+            self.active.fetch_sub(1, SeqCst);
+            Ok(0)
+        })
+    }
+}
+
+/// While one buffer is being published, delivery reads the next; publishes
+/// never overlap and keep the stream's order.
+#[tokio::test]
+async fn delivery_reads_ahead_while_publishing() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let table =
+        Arc::new(EmbeddedTable::open(&dir.path().join("table"), &TableConfig::default()).unwrap());
+    let sink = Arc::new(GatedSink {
+        gate: tokio::sync::Semaphore::new(0),
+        active: Default::default(),
+        most_active: Default::default(),
+        sent: Default::default(),
+    });
+    let lake = Arc::new(
+        Lake::open(&LakeConfig::default(), dir.path())
+            .unwrap()
+            .with_sink(sink.clone()),
+    );
+    // Interval 0: every read is published at once.
+    let d = Delivery::start(table.clone(), lake, Default::default(), config(0), off()).unwrap();
+    let batch = |round: usize| -> Vec<Event> {
+        (0..10)
+            .map(|i| event(&format!("r{round}e{i}"), 20))
+            .collect()
+    };
+    table.put(batch(0)).await.unwrap();
+    // The first publish is held at the gate…
+    while sink.active.load(SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // …while the next events are read.
+    table.put(batch(1)).await.unwrap();
+    let read_ahead = async {
+        while d
+            .status()
+            .read_seq
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < 20
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_ahead)
+        .await
+        .expect("the second batch is read while the first is published");
+    assert_eq!(d.status().delivered_seq.load(SeqCst), 0);
+    for round in 2..6 {
+        table.put(batch(round)).await.unwrap();
+    }
+    sink.gate.add_permits(1_000);
+    d.stop().await.unwrap();
+    assert_eq!(sink.most_active.load(SeqCst), 1, "publishes overlapped");
+    let expected: Vec<String> = (0..6)
+        .flat_map(|r| (0..10).map(move |i| format!("r{r}e{i}")))
+        .collect();
+    assert_eq!(*sink.sent.lock().unwrap(), expected);
+}

@@ -20,6 +20,8 @@ pub enum Command {
     Recent(RecentArgs),
     /// The built-in reports over a lake of 10 million seed events.
     Query(super::bench_query::Args),
+    /// Delivery from the table's change log into lake files, in-process.
+    Delivery(super::bench_delivery::Args),
 }
 
 #[derive(clap::Args)]
@@ -72,6 +74,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Ingest(args) => ingest(args).await,
         Command::Recent(args) => recent(args).await,
         Command::Query(args) => super::bench_query::run(args).await,
+        Command::Delivery(args) => super::bench_delivery::run(args).await,
     }
 }
 
@@ -269,7 +272,7 @@ fn percentiles(samples: &mut [Duration]) -> String {
 }
 
 /// Current and peak resident memory of a process, from /proc.
-fn process_memory(pid: u32) -> String {
+pub(super) fn process_memory(pid: u32) -> String {
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
         return format!("cannot read /proc/{pid}/status");
     };

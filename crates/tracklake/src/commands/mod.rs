@@ -2,6 +2,7 @@
 
 pub mod aws;
 pub mod bench;
+mod bench_delivery;
 mod bench_query;
 mod fake_data;
 pub mod keys;
