@@ -15,15 +15,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
-use rand::RngExt;
 use tracklake_delivery::{
     CompactionConfig, Delivery, DeliveryConfig, Format, Lake, LakeConfig, StreamConfig,
 };
-use tracklake_event::{DeviceDetector, Event, RequestContext, Rules, Validator};
+use tracklake_event::{DeviceDetector, Event, Rules, Validator};
 use tracklake_table::{ChangeLog, EmbeddedTable, Table, TableConfig};
 
 use super::bench::process_memory;
-use super::fake_data::{event, user_agents};
+use super::fake_data::{user_agents, validated_event};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -94,8 +93,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             },
         )
     };
-    let started = Instant::now();
-    let delivery = if args.while_filling {
+    // The clock starts with delivery.
+    let (delivery, started) = if args.while_filling {
+        let started = Instant::now();
         let delivery = Arc::new(start_delivery()?);
         let sampler = tokio::spawn(sample_lag(delivery.clone(), started));
         let filled = fill(&table, batches).await?;
@@ -104,23 +104,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             rate(args.events, filled)
         );
         sampler.abort();
-        delivery
+        (delivery, started)
     } else {
         let filled = fill(&table, batches).await?;
         eprintln!(
             "filled the table: {} events/s; delivering…",
             rate(args.events, filled)
         );
-        Arc::new(start_delivery()?)
-    };
-    let delivering = if args.while_filling {
-        started
-    } else {
-        Instant::now()
+        let started = Instant::now();
+        (Arc::new(start_delivery()?), started)
     };
     // Stopping publishes everything stored, then returns.
     delivery.stop().await?;
-    let took = delivering.elapsed();
+    let took = started.elapsed();
     let status = delivery.status();
     let records = status.records.load(Ordering::Relaxed);
     let bytes = status.bytes.load(Ordering::Relaxed);
@@ -152,18 +148,7 @@ fn make_events(args: &Args) -> anyhow::Result<Vec<Vec<Event>>> {
     let mut batches = Vec::new();
     let mut batch = Vec::with_capacity(BATCH);
     for _ in 0..args.events {
-        let user = rng.random_range(1..=args.users).to_string();
-        let kind = if rng.random_bool(0.3) {
-            "login"
-        } else {
-            "material-view"
-        };
-        let serde_json::Value::Object(map) = event(&mut rng, &agents, &user, kind, 1, now) else {
-            unreachable!("events are objects")
-        };
-        let e = validator
-            .validate(map, &RequestContext::default(), now)
-            .map_err(|r| anyhow::anyhow!("a fake event was rejected: {r:?}"))?;
+        let e = validated_event(&mut rng, &validator, &agents, args.users, now)?;
         batch.push(e);
         if batch.len() == BATCH {
             batches.push(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));

@@ -12,12 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{Duration as Days, Utc};
-use rand::RngExt;
 use tracklake_delivery::{Format, Lake, LakeConfig, encode};
-use tracklake_event::{DeviceDetector, RequestContext, Rules, Validator};
+use tracklake_event::{DeviceDetector, Rules, Validator};
 use tracklake_query::{Engine, QueryConfig, Reports};
 
-use super::fake_data::{event, user_agents};
+use super::fake_data::{user_agents, validated_event};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -112,19 +111,7 @@ async fn make_lake(args: &Args, lake: &Lake) -> anyhow::Result<()> {
         let mut by_partition: std::collections::BTreeMap<String, Vec<tracklake_event::Event>> =
             Default::default();
         for _ in 0..n {
-            let user = rng.random_range(1..=args.users).to_string();
-            let kind = if rng.random_bool(0.3) {
-                "login"
-            } else {
-                "material-view"
-            };
-            let serde_json::Value::Object(map) = event(&mut rng, &agents, &user, kind, 1, end)
-            else {
-                unreachable!("events are objects")
-            };
-            let e = validator
-                .validate(map, &RequestContext::default(), now)
-                .map_err(|r| anyhow::anyhow!("a fake event was rejected: {r:?}"))?;
+            let e = validated_event(&mut rng, &validator, &agents, args.users, end)?;
             by_partition
                 .entry(lake.partition(e.event_at))
                 .or_default()

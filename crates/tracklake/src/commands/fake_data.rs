@@ -81,6 +81,31 @@ pub fn event(
     })
 }
 
+/// A `seed`-like event for a random user of `1..=users` (30 % `login`,
+/// 70 % `material-view`) on the day before `end`, validated and
+/// device-parsed as ingest would: what the benchmarks put in tables and
+/// lakes.
+pub fn validated_event(
+    rng: &mut impl rand::Rng,
+    validator: &tracklake_event::Validator,
+    agents: &[&str],
+    users: u64,
+    end: DateTime<Utc>,
+) -> anyhow::Result<tracklake_event::Event> {
+    let user = rng.random_range(1..=users).to_string();
+    let kind = if rng.random_bool(0.3) {
+        "login"
+    } else {
+        "material-view"
+    };
+    let Value::Object(map) = event(rng, agents, &user, kind, 1, end) else {
+        unreachable!("events are objects")
+    };
+    validator
+        .validate(map, &tracklake_event::RequestContext::default(), Utc::now())
+        .map_err(|r| anyhow::anyhow!("a fake event was rejected: {r:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
