@@ -26,6 +26,7 @@ use tracklake_table::{Change, Table};
 use crate::Error;
 use crate::lake::{FileName, Lake, split_covered};
 use crate::rewrite::{filter_ndjson, filter_parquet, rows_of_user};
+use crate::row::Row;
 
 /// Where a deletion job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,9 +81,13 @@ impl Suppression {
         changes
             .iter()
             .filter(|c| {
-                users
-                    .get(&c.event.user_id.as_key())
-                    .is_some_and(|through| c.seq <= *through)
+                // A change that cannot be read is left to publishing,
+                // which reports it.
+                Row::decode(&c.json).is_ok_and(|row| {
+                    users
+                        .get(row.user_id.as_ref())
+                        .is_some_and(|through| c.seq <= *through)
+                })
             })
             .map(|c| c.seq)
             .collect()

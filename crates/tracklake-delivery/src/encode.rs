@@ -14,6 +14,7 @@
 //! | `device_os`, `device_os_version`, `device_browser`, `device_browser_version`, `device_brand`, `device_model` | string, nullable |
 //! | `device_is_bot` | boolean |
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::{Arc, LazyLock};
 
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tracklake_event::Event;
 
 use crate::Error;
+use crate::row::Row;
 
 /// How lake files are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,12 +87,16 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// Encodes events as one file of `format`.
 pub fn encode(events: &[&Event], format: Format, gzip: bool) -> Result<Vec<u8>, Error> {
     match format {
-        Format::Parquet => parquet(events),
+        Format::Parquet => parquet(&rows_of(events)?),
         Format::Ndjson => ndjson(events, gzip),
     }
 }
 
-fn ndjson(events: &[&Event], gzip: bool) -> Result<Vec<u8>, Error> {
+fn rows_of<'a>(events: &[&'a Event]) -> Result<Vec<Row<'a>>, Error> {
+    events.iter().map(|e| Row::from_event(e)).collect()
+}
+
+pub(crate) fn ndjson(events: &[&Event], gzip: bool) -> Result<Vec<u8>, Error> {
     let mut out = Vec::with_capacity(events.len() * 512);
     for event in events {
         serde_json::to_writer(&mut out, event).map_err(Error::EncodeJson)?;
@@ -109,7 +115,12 @@ fn ndjson(events: &[&Event], gzip: bool) -> Result<Vec<u8>, Error> {
 
 /// The events as one Arrow batch in [`SCHEMA`].
 pub fn record_batch(events: &[&Event]) -> Result<RecordBatch, Error> {
-    let n = events.len();
+    rows_batch(&rows_of(events)?)
+}
+
+/// The rows as one Arrow batch in [`SCHEMA`].
+fn rows_batch(rows: &[Row]) -> Result<RecordBatch, Error> {
+    let n = rows.len();
     let texts = || StringBuilder::with_capacity(n, n * 16);
     let (mut id, mut user, mut kind, mut ua, mut ip, mut props) =
         (texts(), texts(), texts(), texts(), texts(), texts());
@@ -128,15 +139,23 @@ pub fn record_batch(events: &[&Event]) -> Result<RecordBatch, Error> {
         utc(TimestampMicrosecondBuilder::with_capacity(n)),
     );
     let mut bot = BooleanBuilder::with_capacity(n);
-    for e in events {
+    let mut address = String::new();
+    for e in rows {
         id.append_value(&e.event_id);
-        user.append_value(e.user_id.as_key());
+        user.append_value(&e.user_id);
         kind.append_value(&e.event_type);
         at.append_value(e.event_at.timestamp_micros());
         received.append_value(e.received_at.timestamp_micros());
         ua.append_option(e.user_agent.as_deref());
-        ip.append_option(e.ip_address.map(|a| a.to_string()));
-        props.append_value(serde_json::to_string(&e.properties).map_err(Error::EncodeJson)?);
+        match e.ip_address {
+            Some(a) => {
+                address.clear();
+                write!(address, "{a}").expect("writing to a String");
+                ip.append_value(&address);
+            }
+            None => ip.append_null(),
+        }
+        props.append_value(&e.properties);
         let d = &e.device;
         d_type.append_value(&d.kind);
         d_os.append_option(d.os.as_deref());
@@ -179,14 +198,13 @@ pub(crate) fn parquet_properties() -> Result<WriterProperties, Error> {
         .build())
 }
 
-fn parquet(events: &[&Event]) -> Result<Vec<u8>, Error> {
+/// The rows as one Parquet file.
+pub(crate) fn parquet(rows: &[Row]) -> Result<Vec<u8>, Error> {
     let props = parquet_properties()?;
     let mut writer =
         ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(props)).map_err(Error::Parquet)?;
-    for chunk in events.chunks(ARROW_BATCH_ROWS) {
-        writer
-            .write(&record_batch(chunk)?)
-            .map_err(Error::Parquet)?;
+    for chunk in rows.chunks(ARROW_BATCH_ROWS) {
+        writer.write(&rows_batch(chunk)?).map_err(Error::Parquet)?;
     }
     writer.into_inner().map_err(Error::Parquet)
 }

@@ -21,7 +21,7 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
-use tracklake_event::Privacy;
+use tracklake_event::{Event, Privacy};
 
 use crate::Error;
 use crate::encode::Format;
@@ -193,6 +193,13 @@ impl Lake {
 
     pub fn privacy(&self) -> &Privacy {
         &self.privacy
+    }
+
+    /// A change's event as it may leave the table (privacy applied).
+    pub fn event_of(&self, change: &tracklake_table::Change) -> Result<Event, Error> {
+        let mut event = change.event()?;
+        self.privacy.apply(&mut event);
+        Ok(event)
     }
 
     pub fn format(&self) -> Format {

@@ -10,6 +10,7 @@ mod inspect;
 mod lake;
 mod pipeline;
 mod rewrite;
+mod row;
 
 #[cfg(test)]
 mod tests;
@@ -46,6 +47,8 @@ pub enum Error {
     },
     #[error("lake storage: {0}")]
     Store(#[from] object_store::Error),
+    #[error("decoding an event of the change log: {0}")]
+    DecodeChange(serde_json::Error),
     #[error("encoding JSON: {0}")]
     EncodeJson(serde_json::Error),
     #[error("compressing NDJSON: {0}")]

@@ -10,20 +10,21 @@
 //! publishing exactly `(from, to]` again — the same names, so files are
 //! replaced, never doubled.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracklake_event::Event;
 use tracklake_metrics::names;
 use tracklake_table::{Change, ChangeLog};
 
 use crate::CompactionConfig;
-use crate::encode::encode;
+use crate::encode::{self, Format};
+use crate::row::Row;
 use crate::{Error, Lake};
 
 /// The change-stream consumer name of the lake, and of its intent.
@@ -48,7 +49,8 @@ impl Default for StreamConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliveryConfig {
-    /// Publish when this much is buffered, in MiB (1–128, like Firehose).
+    /// Publish when this much is buffered, in MiB of the events' stored
+    /// JSON (1–128, like Firehose).
     pub buffer_size_mib: u64,
     /// …or when the oldest buffered event waited this long, in seconds (0–900).
     pub buffer_interval_secs: u64,
@@ -296,16 +298,15 @@ impl Worker {
                 metrics::histogram!(names::STREAM_RECORDS_SIZE).record(batch.len() as f64);
                 if since.is_none() {
                     since = Some(Instant::now());
-                    buffer_oldest_ms = batch[0].event.received_at.timestamp_millis().max(1);
+                    buffer_oldest_ms = received_ms(&batch[0]);
                     if in_flight.is_none() {
                         p.status
                             .oldest_waiting_ms
                             .store(buffer_oldest_ms, Ordering::Relaxed);
                     }
                 }
-                for mut change in batch {
-                    p.lake.privacy().apply(&mut change.event);
-                    buffered_bytes += approximate_size(&change.event);
+                for change in batch {
+                    buffered_bytes += change.json.len() as u64;
                     buffer.push(change);
                 }
             }
@@ -398,10 +399,7 @@ impl Publisher {
             let batch = self.table.read_changes(read, self.batch_size).await?;
             let Some(last) = batch.last() else { break };
             read = last.seq;
-            changes.extend(batch.into_iter().filter(|c| c.seq <= through).map(|mut c| {
-                self.lake.privacy().apply(&mut c.event);
-                c
-            }));
+            changes.extend(batch.into_iter().filter(|c| c.seq <= through));
         }
         Ok(changes)
     }
@@ -414,19 +412,23 @@ impl Publisher {
         let _publishing = self.lake.suppression.publishing().await;
         let erased = Arc::new(self.lake.suppression.erased(&changes));
         self.table.save_checkpoint(INTENT, to).await?;
-        let events: Vec<&Event> = changes.iter().map(|c| &c.event).collect();
-        let (failed, bytes, files) = match self.lake.sink() {
+        let records = changes.len() - erased.len();
+        let (failed, bytes, files, oldest) = match self.lake.sink() {
             Some(sink) => {
-                let kept = changes
+                let events = changes
                     .iter()
                     .filter(|c| !erased.contains(&c.seq))
-                    .map(|c| &c.event)
-                    .collect();
-                let refused = sink.send(kept).await.map_err(Error::Sink)?;
+                    .map(|c| self.lake.event_of(c))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let oldest = events.iter().map(|e| e.received_at).min();
+                let refused = sink
+                    .send(events.iter().collect())
+                    .await
+                    .map_err(Error::Sink)?;
                 self.status
                     .failed_puts
                     .fetch_add(refused, Ordering::Relaxed);
-                (refused, 0, 0)
+                (refused, 0, 0, oldest)
             }
             None => self.write_files(from, to, &changes, erased.clone()).await?,
         };
@@ -435,20 +437,15 @@ impl Publisher {
         self.lake.suppression.delivered_through(to);
         let s = &self.status;
         s.delivered_seq.store(to, Ordering::Relaxed);
-        s.records
-            .fetch_add((events.len() - erased.len()) as u64, Ordering::Relaxed);
+        s.records.fetch_add(records as u64, Ordering::Relaxed);
         s.files.fetch_add(files as u64, Ordering::Relaxed);
         s.bytes.fetch_add(bytes, Ordering::Relaxed);
         // How long the oldest event of this delivery waited since it was
         // acknowledged: the worst ack → published delay of these files.
-        let wait_ms = events
-            .iter()
-            .map(|e| e.received_at)
-            .min()
-            .map_or(0, |t| (chrono::Utc::now() - t).num_milliseconds().max(0));
+        let wait_ms = oldest.map_or(0, |t| (chrono::Utc::now() - t).num_milliseconds().max(0));
         // The article's metric filters read these two fields from JSON logs.
         tracing::info!(
-            records_size = events.len() - erased.len(),
+            records_size = records,
             failed_put_count = failed,
             wait_ms,
             files,
@@ -461,23 +458,20 @@ impl Publisher {
     }
 
     /// Writes one file per partition for changes `(from, to]`, less the
-    /// `erased`; returns failed puts, bytes and files.
+    /// `erased`; returns failed puts, bytes, files and when the oldest
+    /// event was received.
     async fn write_files(
         &self,
         from: u64,
         to: u64,
         changes: &Arc<Vec<Change>>,
-        erased: Arc<std::collections::HashSet<u64>>,
-    ) -> Result<(u64, u64, usize), Error> {
+        erased: Arc<HashSet<u64>>,
+    ) -> Result<(u64, u64, usize, Option<DateTime<Utc>>), Error> {
         // Encoding is CPU work: off the async workers.
         let (lake, all) = (self.lake.clone(), changes.clone());
-        let encoded = tokio::task::spawn_blocking(move || {
-            let events: Vec<&Event> = all
-                .iter()
-                .filter(|c| !erased.contains(&c.seq))
-                .map(|c| &c.event)
-                .collect();
-            encode_partitions(&lake, &events, from, to)
+        let (encoded, oldest) = tokio::task::spawn_blocking(move || {
+            let kept: Vec<&Change> = all.iter().filter(|c| !erased.contains(&c.seq)).collect();
+            encode_partitions(&lake, &kept, from, to)
         })
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
@@ -486,7 +480,7 @@ impl Publisher {
             bytes += body.len() as u64;
             failed += self.put_with_retry(&path, body).await?;
         }
-        Ok((failed, bytes, files))
+        Ok((failed, bytes, files, oldest))
     }
 
     /// Retries a failed PUT with backoff until it succeeds; nothing is
@@ -517,52 +511,105 @@ impl Publisher {
     }
 }
 
-/// One file per partition touched by `(from, to]`, named after that range.
+/// Files named after `(from, to]`, with their contents.
+type Files = Vec<(object_store::path::Path, bytes::Bytes)>;
+
+/// One file per partition touched by `(from, to]`, named after that range,
+/// and when the oldest of the events was received.
 fn encode_partitions(
     lake: &Lake,
-    events: &[&Event],
+    changes: &[&Change],
     from: u64,
     to: u64,
-) -> Result<Vec<(object_store::path::Path, bytes::Bytes)>, Error> {
-    let mut partitions: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
-    for &event in events {
-        partitions
-            .entry(lake.partition(event.event_at))
-            .or_default()
-            .push(event);
-    }
-    partitions
-        .into_iter()
-        .map(|(partition, group)| {
-            let body = encode(&group, lake.format(), lake.gzip())?;
-            Ok((lake.file_path(&partition, from + 1, to), body.into()))
-        })
-        .collect()
+) -> Result<(Files, Option<DateTime<Utc>>), Error> {
+    let oldest;
+    let files = match lake.format() {
+        Format::Parquet => {
+            let rows = decode_rows(lake, changes)?;
+            oldest = rows.iter().map(|r| r.received_at).min();
+            by_partition(lake, rows, |r| r.event_at)
+                .into_iter()
+                .map(|(partition, group)| {
+                    let body = encode::parquet(&group)?;
+                    Ok((lake.file_path(&partition, from + 1, to), body.into()))
+                })
+                .collect::<Result<_, Error>>()?
+        }
+        Format::Ndjson => {
+            let events = changes
+                .iter()
+                .map(|c| lake.event_of(c))
+                .collect::<Result<Vec<_>, _>>()?;
+            oldest = events.iter().map(|e| e.received_at).min();
+            by_partition(lake, events.iter().collect(), |e| e.event_at)
+                .into_iter()
+                .map(|(partition, group)| {
+                    let body = encode::ndjson(&group, lake.gzip())?;
+                    Ok((lake.file_path(&partition, from + 1, to), body.into()))
+                })
+                .collect::<Result<_, Error>>()?
+        }
+    };
+    Ok((files, oldest))
 }
 
-/// Roughly the memory an event takes in the buffer: its text twice (the
-/// strings and their allocation slack) plus the struct and map overhead.
-fn approximate_size(e: &Event) -> u64 {
-    let d = &e.device;
-    let optional = [
-        &e.user_agent,
-        &d.os,
-        &d.os_version,
-        &d.browser,
-        &d.browser_version,
-        &d.brand,
-        &d.model,
-    ];
-    let text = e.event_id.len()
-        + e.event_type.len()
-        + d.kind.len()
-        + optional
-            .iter()
-            .map(|s| s.as_ref().map_or(0, String::len))
-            .sum::<usize>()
-        + e.properties
-            .iter()
-            .map(|(k, v)| k.len() + v.to_string().len())
-            .sum::<usize>();
-    (600 + 2 * text) as u64
+/// The lake rows of `changes`, privacy applied. Decoding is half of the
+/// encoding work, so the second half is decoded on a second thread.
+fn decode_rows<'a>(lake: &Lake, changes: &[&'a Change]) -> Result<Vec<Row<'a>>, Error> {
+    let decode = |part: &[&'a Change]| {
+        part.iter()
+            .map(|change| {
+                let mut row = Row::decode(&change.json)?;
+                row.ip_address = row.ip_address.map(|ip| lake.privacy().address(ip));
+                Ok(row)
+            })
+            .collect::<Result<Vec<_>, Error>>()
+    };
+    let (first, second) = changes.split_at(changes.len() / 2);
+    std::thread::scope(|scope| {
+        let helper = scope.spawn(|| decode(second));
+        let mut rows = decode(first)?;
+        rows.extend(
+            helper
+                .join()
+                .map_err(|_| Error::Task("decoding rows panicked".into()))??,
+        );
+        Ok(rows)
+    })
+}
+
+/// Groups items by the lake partition of their time, keeping their order.
+fn by_partition<T>(
+    lake: &Lake,
+    items: Vec<T>,
+    at: impl Fn(&T) -> DateTime<Utc>,
+) -> BTreeMap<String, Vec<T>> {
+    // Partitions are whole hours or days: name each hour once, not each item.
+    let mut names: HashMap<i64, String> = HashMap::new();
+    let mut partitions: BTreeMap<String, Vec<T>> = BTreeMap::new();
+    for item in items {
+        let time = at(&item);
+        let name = names
+            .entry(time.timestamp().div_euclid(3600))
+            .or_insert_with(|| lake.partition(time));
+        match partitions.get_mut(name.as_str()) {
+            Some(group) => group.push(item),
+            None => {
+                partitions.insert(name.clone(), vec![item]);
+            }
+        }
+    }
+    partitions
+}
+
+/// When a change's event was received, in ms since the epoch (now, if the
+/// change cannot be read: publishing it reports why).
+fn received_ms(change: &Change) -> i64 {
+    #[derive(Deserialize)]
+    struct Received {
+        received_at: DateTime<Utc>,
+    }
+    let at = serde_json::from_slice::<Received>(&change.json)
+        .map_or_else(|_| Utc::now(), |r| r.received_at);
+    at.timestamp_millis().max(1)
 }

@@ -15,6 +15,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use alarms::{AlarmRule, Alarms, AlarmsConfig};
 pub use history::{History, HistoryConfig};
+pub use process::cpu_seconds;
 pub use text::{Kind, Sample, parse};
 
 /// Latency buckets in seconds: 100 µs to 30 s.

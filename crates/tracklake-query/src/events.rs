@@ -102,11 +102,10 @@ impl EventsTable {
                 after = last.seq;
                 fresh.extend(
                     changes
+                        .iter()
+                        .map(|c| self.lake.event_of(c).map_err(external))
+                        .collect::<Result<Vec<_>>>()?
                         .into_iter()
-                        .map(|mut c| {
-                            self.lake.privacy().apply(&mut c.event);
-                            c.event
-                        })
                         .filter(|e| range.contains(e.event_at.date_naive())),
                 );
             }

@@ -70,8 +70,7 @@ pub struct EmbeddedTable {
     durable: watch::Receiver<u64>,
     healthy: Arc<AtomicBool>,
     sweeper: Mutex<Option<Sweeper>>,
-    /// Changes up to here are trimmed: the next trim starts after it
-    /// instead of walking the tombstones of every earlier trim.
+    /// Changes up to here are trimmed: the next trim starts after it.
     trimmed: Arc<AtomicU64>,
 }
 
@@ -105,6 +104,13 @@ impl EmbeddedTable {
                 .unwrap_or(0),
             None => 0,
         };
+        // Everything before the oldest change left is trimmed.
+        let trimmed = match ks.changes.first_key_value() {
+            Some(guard) => seq_from(&guard.key().map_err(Error::Read)?)
+                .ok_or(Error::Corrupt("a change key that is not a sequence number"))?
+                .saturating_sub(1),
+            None => last_seq,
+        };
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         let (durable_tx, durable_rx) = watch::channel(last_seq);
         let healthy = Arc::new(AtomicBool::new(true));
@@ -129,7 +135,7 @@ impl EmbeddedTable {
             durable: durable_rx,
             healthy,
             sweeper: Mutex::new(sweeper),
-            trimmed: Arc::new(AtomicU64::new(0)),
+            trimmed: Arc::new(AtomicU64::new(trimmed)),
         })
     }
 
@@ -261,8 +267,10 @@ impl ChangeLog for EmbeddedTable {
                 let (key, json) = guard.into_inner().map_err(Error::Read)?;
                 let seq = seq_from(&key)
                     .ok_or(Error::Corrupt("a change key that is not a sequence number"))?;
-                let event = serde_json::from_slice(&json).map_err(Error::Decode)?;
-                changes.push(Change { seq, event });
+                changes.push(Change {
+                    seq,
+                    json: json.to_vec(),
+                });
             }
             Ok(changes)
         }))
@@ -301,13 +309,16 @@ impl ChangeLog for EmbeddedTable {
     fn trim_changes(&self, through: u64) -> BoxFuture<'_, Result<(), Error>> {
         let trimmed = self.trimmed.clone();
         Box::pin(self.blocking(move |ks| {
-            let from = trimmed.load(Ordering::Acquire);
-            if through <= from && from > 0 {
+            let done = trimmed.load(Ordering::Acquire);
+            if through <= done {
                 return Ok(());
             }
+            // Sequence numbers are dense, so the keys are known without
+            // reading the log back (a key deleted earlier gets a harmless
+            // second tombstone).
             let mut batch = ks.db.batch();
-            for guard in ks.changes.range(seq_key(from)..=seq_key(through)) {
-                batch.remove(&ks.changes, guard.key().map_err(Error::Read)?);
+            for seq in done + 1..=through {
+                batch.remove(&ks.changes, seq_key(seq).to_vec());
             }
             batch.commit().map_err(Error::Write)?;
             trimmed.fetch_max(through, Ordering::AcqRel);

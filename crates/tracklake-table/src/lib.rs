@@ -36,12 +36,22 @@ pub enum PutOutcome {
 }
 
 /// One entry of the change stream: an INSERT with its new image, the shape
-/// of a DynamoDB Streams record with `NEW_IMAGE`.
+/// of a DynamoDB Streams record with `NEW_IMAGE`. The image stays the
+/// stored JSON until asked for: delivery decodes it straight into lake
+/// columns, which costs a fraction of building an [`Event`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     /// Strictly increasing, never reused.
     pub seq: u64,
-    pub event: Event,
+    /// The event as stored: its JSON object.
+    pub json: Vec<u8>,
+}
+
+impl Change {
+    /// The stored event.
+    pub fn event(&self) -> Result<Event, Error> {
+        serde_json::from_slice(&self.json).map_err(Error::Decode)
+    }
 }
 
 /// What [`Table::delete_user`] removed.

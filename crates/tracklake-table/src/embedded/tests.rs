@@ -94,12 +94,27 @@ async fn change_stream_reads_in_batches_and_trims() {
     let first = t.read_changes(0, 100).await.unwrap();
     assert_eq!(first.len(), 100);
     assert_eq!((first[0].seq, first[99].seq), (1, 100));
-    assert_eq!(first[0].event.event_id, "e0");
+    assert_eq!(first[0].event().unwrap().event_id, "e0");
     let last = t.read_changes(200, 100).await.unwrap();
     assert_eq!(last.len(), 50);
     t.trim_changes(100).await.unwrap();
     assert_eq!(t.read_changes(0, 10).await.unwrap()[0].seq, 101);
     assert!(t.read_changes(250, 10).await.unwrap().is_empty());
+    // Trimming goes on where it stopped after a reopen, and again at once.
+    t.close().await.unwrap();
+    drop(t);
+    let t = open(dir.path());
+    t.trim_changes(200).await.unwrap();
+    t.trim_changes(150).await.unwrap();
+    assert_eq!(t.read_changes(0, 10).await.unwrap()[0].seq, 201);
+    t.trim_changes(250).await.unwrap();
+    assert!(t.read_changes(0, 10).await.unwrap().is_empty());
+    t.close().await.unwrap();
+    drop(t);
+    let t = open(dir.path());
+    t.put(vec![event(1, "late", "login", 1)]).await.unwrap();
+    let changes = t.read_changes(0, 10).await.unwrap();
+    assert_eq!(changes.iter().map(|c| c.seq).collect::<Vec<_>>(), [251]);
 }
 
 #[tokio::test]
@@ -176,7 +191,11 @@ async fn deleting_a_user_removes_rows_ids_and_undelivered_changes_only() {
     assert_eq!(t.query(Query::recent("2")).await.unwrap().events.len(), 10);
     let changes = t.read_changes(0, 100).await.unwrap();
     assert_eq!(changes.len(), 10);
-    assert!(changes.iter().all(|c| c.event.user_id != UserId::Int(1)));
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.event().unwrap().user_id != UserId::Int(1))
+    );
     // The id is free again: the same event can be stored anew, and survives a reopen.
     let again = t.put(vec![event(1, "e1", "login", 1)]).await.unwrap();
     assert!(matches!(again[0], PutOutcome::Stored(_)));

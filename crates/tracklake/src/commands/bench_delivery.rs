@@ -94,7 +94,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )
     };
     // The clock starts with delivery.
-    let (delivery, started) = if args.while_filling {
+    let (delivery, started, cpu_before) = if args.while_filling {
         let started = Instant::now();
         let delivery = Arc::new(start_delivery()?);
         let sampler = tokio::spawn(sample_lag(delivery.clone(), started));
@@ -104,7 +104,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             rate(args.events, filled)
         );
         sampler.abort();
-        (delivery, started)
+        (delivery, started, None)
     } else {
         let filled = fill(&table, batches).await?;
         eprintln!(
@@ -112,11 +112,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             rate(args.events, filled)
         );
         let started = Instant::now();
-        (Arc::new(start_delivery()?), started)
+        let cpu = tracklake_metrics::cpu_seconds();
+        (Arc::new(start_delivery()?), started, cpu)
     };
     // Stopping publishes everything stored, then returns.
     delivery.stop().await?;
     let took = started.elapsed();
+    let cpu = cpu_before.zip(tracklake_metrics::cpu_seconds());
     let status = delivery.status();
     let records = status.records.load(Ordering::Relaxed);
     let bytes = status.bytes.load(Ordering::Relaxed);
@@ -125,9 +127,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "delivered {records} of {} events",
         args.events
     );
+    // CPU time says how much work an event takes whatever else the
+    // machine runs; wall time alone swings with the neighbours.
+    let cpu = cpu.map_or(String::new(), |(before, after)| {
+        format!(
+            ", CPU {:.1} s ({:.1} µs/event)",
+            after - before,
+            (after - before) * 1e6 / records as f64
+        )
+    });
     // The process's memory includes every event made up front.
     println!(
-        "delivered {records} events in {:.1} s: {} events/s, {} files, {:.1} bytes/event; {}",
+        "delivered {records} events in {:.1} s: {} events/s{cpu}, {} files, {:.1} bytes/event; {}",
         took.as_secs_f64(),
         rate(records, took),
         status.files.load(Ordering::Relaxed),
