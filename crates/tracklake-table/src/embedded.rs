@@ -12,6 +12,7 @@ use tracklake_event::Event;
 use crate::keys::{decode_row, seq_from, seq_key};
 use crate::query::{Page, Query, scan};
 use crate::retention::{CHECKPOINT_PREFIX, Sweeper};
+use crate::segments::{Segments, TRIMMED};
 use crate::writer::{Command, Encoded, LAST_SEQ, Writer};
 use crate::{BoxFuture, Change, ChangeLog, Deleted, Error, PutOutcome, Table};
 
@@ -58,7 +59,7 @@ pub(crate) struct Keyspaces {
     pub db: Database,
     pub rows: Keyspace,
     pub ids: Keyspace,
-    pub changes: Keyspace,
+    pub changes: Arc<Segments>,
     pub meta: Keyspace,
 }
 
@@ -94,7 +95,7 @@ impl EmbeddedTable {
         let ks = Keyspaces {
             rows: keyspace("rows")?,
             ids: keyspace("ids")?,
-            changes: keyspace("changes")?,
+            changes: Arc::new(Segments::open(&db).map_err(open_err)?),
             meta: keyspace("meta")?,
             db: db.clone(),
         };
@@ -104,13 +105,7 @@ impl EmbeddedTable {
                 .unwrap_or(0),
             None => 0,
         };
-        // Everything before the oldest change left is trimmed.
-        let trimmed = match ks.changes.first_key_value() {
-            Some(guard) => seq_from(&guard.key().map_err(Error::Read)?)
-                .ok_or(Error::Corrupt("a change key that is not a sequence number"))?
-                .saturating_sub(1),
-            None => last_seq,
-        };
+        let trimmed = trimmed_through(&ks.meta)?;
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         let (durable_tx, durable_rx) = watch::channel(last_seq);
         let healthy = Arc::new(AtomicBool::new(true));
@@ -227,7 +222,10 @@ impl Table for EmbeddedTable {
             "cache_bytes": ks.db.cache_size(),
             "rows": keyspace(&ks.rows),
             "ids": keyspace(&ks.ids),
-            "changes": keyspace(&ks.changes),
+            "changes": {
+                "segments": ks.changes.all().len(),
+                "disk_bytes": ks.changes.all().iter().map(Keyspace::disk_space).sum::<u64>(),
+            },
         })
     }
 
@@ -254,25 +252,16 @@ impl ChangeLog for EmbeddedTable {
         // Only what is fsynced: a consumer must never deliver an event that
         // a crash could still take back.
         let durable = *self.durable.borrow();
+        let after = after.max(self.trimmed.load(Ordering::Acquire));
         Box::pin(self.blocking(move |ks| {
-            if after >= durable {
+            if after >= durable || max == 0 {
                 return Ok(Vec::new());
             }
-            let mut changes = Vec::new();
-            for guard in ks
-                .changes
-                .range(seq_key(after + 1)..=seq_key(durable))
-                .take(max)
-            {
-                let (key, json) = guard.into_inner().map_err(Error::Read)?;
-                let seq = seq_from(&key)
-                    .ok_or(Error::Corrupt("a change key that is not a sequence number"))?;
-                changes.push(Change {
-                    seq,
-                    json: json.to_vec(),
-                });
-            }
-            Ok(changes)
+            let changes = ks.changes.read(after + 1, durable, max)?;
+            Ok(changes
+                .into_iter()
+                .map(|(seq, json)| Change { seq, json })
+                .collect())
         }))
     }
 
@@ -313,18 +302,26 @@ impl ChangeLog for EmbeddedTable {
             if through <= done {
                 return Ok(());
             }
-            // Sequence numbers are dense, so the keys are known without
-            // reading the log back (a key deleted earlier gets a harmless
-            // second tombstone).
-            let mut batch = ks.db.batch();
-            for seq in done + 1..=through {
-                batch.remove(&ks.changes, seq_key(seq).to_vec());
-            }
-            batch.commit().map_err(Error::Write)?;
+            // Durable with the next commit; if a crash takes it back, the
+            // changes it covers are behind every consumer's checkpoint.
+            ks.meta
+                .insert(TRIMMED, seq_key(through).to_vec())
+                .map_err(Error::Write)?;
+            ks.changes.drop_through(through).map_err(Error::Write)?;
             trimmed.fetch_max(through, Ordering::AcqRel);
             Ok(())
         }))
     }
+}
+
+/// Up to where the change log is trimmed.
+pub(crate) fn trimmed_through(meta: &Keyspace) -> Result<u64, Error> {
+    Ok(meta
+        .get(TRIMMED)
+        .map_err(Error::Read)?
+        .as_deref()
+        .and_then(seq_from)
+        .unwrap_or(0))
 }
 
 fn checkpoint_key(consumer: &str) -> Vec<u8> {

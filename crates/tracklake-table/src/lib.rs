@@ -9,6 +9,7 @@ mod embedded;
 mod keys;
 mod query;
 mod retention;
+mod segments;
 #[cfg(any(test, feature = "suite"))]
 pub mod suite;
 mod writer;

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracklake_event::Event;
 use tracklake_metrics::names;
 
-use crate::embedded::Keyspaces;
+use crate::embedded::{Keyspaces, trimmed_through};
 use crate::keys::{
     decode_row, id_key, row_key, row_value, seq_key, time_bytes, time_from_bytes, user_prefix,
 };
@@ -136,14 +136,17 @@ impl Writer {
         for guard in ks.ids.prefix(&prefix) {
             batch.remove(&ks.ids, guard.key().map_err(Error::Read)?);
         }
-        // The change log holds only what delivery has not trimmed yet.
+        // What delivery has not trimmed yet.
+        let trimmed = trimmed_through(&ks.meta)?;
         let mut changes = 0u64;
-        for guard in ks.changes.iter() {
-            let (key, json) = guard.into_inner().map_err(Error::Read)?;
-            let owner: Owner = serde_json::from_slice(&json).map_err(Error::Decode)?;
-            if owner.user_id.as_key() == user {
-                batch.remove(&ks.changes, key);
-                changes += 1;
+        for segment in ks.changes.all() {
+            for guard in segment.range(seq_key(trimmed + 1)..) {
+                let (key, json) = guard.into_inner().map_err(Error::Read)?;
+                let owner: Owner = serde_json::from_slice(&json).map_err(Error::Decode)?;
+                if owner.user_id.as_key() == user {
+                    batch.remove(&segment, key);
+                    changes += 1;
+                }
             }
         }
         batch.commit().map_err(Error::Write)?;
@@ -222,7 +225,8 @@ impl Writer {
                 let row = row_key(&user, event.event_at, &event.event_id);
                 batch.insert(&ks.rows, row, row_value(seq, &json));
                 batch.insert(&ks.ids, id, time_bytes(event.event_at).to_vec());
-                batch.insert(&ks.changes, seq_key(seq).to_vec(), json);
+                let segment = ks.changes.for_write(seq).map_err(Error::Write)?;
+                batch.insert(&segment, seq_key(seq).to_vec(), json);
                 out.push(PutOutcome::Stored(event));
             }
             outcomes.push(out);

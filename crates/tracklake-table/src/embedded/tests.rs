@@ -107,6 +107,8 @@ async fn change_stream_reads_in_batches_and_trims() {
     t.trim_changes(200).await.unwrap();
     t.trim_changes(150).await.unwrap();
     assert_eq!(t.read_changes(0, 10).await.unwrap()[0].seq, 201);
+    // 250 changes in segments of 64: 1..=192 are dropped whole.
+    assert_eq!(t.stats()["changes"]["segments"], 1);
     t.trim_changes(250).await.unwrap();
     assert!(t.read_changes(0, 10).await.unwrap().is_empty());
     t.close().await.unwrap();
@@ -204,4 +206,35 @@ async fn deleting_a_user_removes_rows_ids_and_undelivered_changes_only() {
     let t = open(dir.path());
     assert_eq!(ids(&t.query(Query::recent("1")).await.unwrap()), ["e1"]);
     assert_eq!(t.stored_ids().unwrap().len(), 21);
+}
+
+/// A table written before the change log had segments opens with its
+/// undelivered changes moved into segments.
+#[tokio::test]
+async fn an_unsegmented_change_log_is_moved_into_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let changes = db
+            .keyspace("changes", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        let meta = db
+            .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        for seq in 101..=200u64 {
+            let json = serde_json::to_vec(&event(1, &format!("e{seq}"), "login", 1)).unwrap();
+            changes.insert(seq.to_be_bytes(), json).unwrap();
+        }
+        meta.insert(b"last_seq", 200u64.to_be_bytes()).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let t = open(dir.path());
+    let changes = t.read_changes(0, 1000).await.unwrap();
+    assert_eq!(changes.len(), 100);
+    assert_eq!((changes[0].seq, changes[99].seq), (101, 200));
+    assert_eq!(changes[0].event().unwrap().event_id, "e101");
+    t.close().await.unwrap();
+    drop(t);
+    let t = open(dir.path());
+    assert_eq!(t.read_changes(0, 1000).await.unwrap().len(), 100);
 }

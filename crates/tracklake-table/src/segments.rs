@@ -1,0 +1,167 @@
+//! The change log, kept in segments: one keyspace per [`SEGMENT`]
+//! consecutive sequence numbers, named `changes.<first seq>`. Trimming
+//! delivered changes drops whole segments. (A tombstone per delivered
+//! change cost delivery a third of its CPU time: the tombstones were
+//! journaled, flushed and compacted against the log they deleted.)
+//!
+//! Trimming is also logical: [`TRIMMED`] in `meta` says up to where the log
+//! is trimmed, so reads skip the delivered rest of a segment still kept.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+
+use crate::Error;
+use crate::keys::{seq_from, seq_key};
+
+/// Changes per segment: about 35 MB of seed-like events (64 in this
+/// crate's tests, so that they cross segments).
+pub(crate) const SEGMENT: u64 = if cfg!(test) { 64 } else { 1 << 16 };
+/// The `meta` key of the trimmed-through sequence number.
+pub(crate) const TRIMMED: &[u8] = b"changes_trimmed";
+const PREFIX: &str = "changes.";
+/// The one keyspace of earlier versions, moved into segments at open.
+const LEGACY: &str = "changes";
+
+pub(crate) struct Segments {
+    db: Database,
+    /// By segment number, `(seq - 1) / SEGMENT`.
+    open: RwLock<BTreeMap<u64, Keyspace>>,
+}
+
+fn segment_of(seq: u64) -> u64 {
+    seq.saturating_sub(1) / SEGMENT
+}
+
+/// Segments below this one hold only changes `<= through`.
+fn first_kept(through: u64) -> u64 {
+    through / SEGMENT
+}
+
+fn name(segment: u64) -> String {
+    format!("{PREFIX}{:020}", segment * SEGMENT + 1)
+}
+
+impl Segments {
+    /// Opens every segment, moving an earlier version's log into segments.
+    pub fn open(db: &Database) -> Result<Self, fjall::Error> {
+        let mut open = BTreeMap::new();
+        for name in db.list_keyspace_names() {
+            let Some(first) = name
+                .strip_prefix(PREFIX)
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let keyspace = db.keyspace(&name, KeyspaceCreateOptions::default)?;
+            open.insert(segment_of(first), keyspace);
+        }
+        let segments = Segments {
+            db: db.clone(),
+            open: RwLock::new(open),
+        };
+        if db.keyspace_exists(LEGACY) {
+            segments.move_legacy()?;
+        }
+        Ok(segments)
+    }
+
+    fn move_legacy(&self) -> Result<(), fjall::Error> {
+        let legacy = self.db.keyspace(LEGACY, KeyspaceCreateOptions::default)?;
+        let mut batch = self.db.batch();
+        for guard in legacy.iter() {
+            let (key, value) = guard.into_inner()?;
+            if let Some(seq) = seq_from(&key) {
+                batch.insert(&self.for_write(seq)?, key, value);
+            }
+            if batch.len() >= 10_000 {
+                std::mem::replace(&mut batch, self.db.batch()).commit()?;
+            }
+        }
+        batch.commit()?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        self.db.delete_keyspace(legacy)
+    }
+
+    /// The segment that holds `seq`, created when it is the first.
+    pub fn for_write(&self, seq: u64) -> Result<Keyspace, fjall::Error> {
+        let segment = segment_of(seq);
+        if let Some(keyspace) = self.read_lock().get(&segment) {
+            return Ok(keyspace.clone());
+        }
+        let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(keyspace) = open.get(&segment) {
+            return Ok(keyspace.clone());
+        }
+        let keyspace = self
+            .db
+            .keyspace(&name(segment), KeyspaceCreateOptions::default)?;
+        open.insert(segment, keyspace.clone());
+        Ok(keyspace)
+    }
+
+    /// Up to `max` changes in `from..=to`, oldest first.
+    pub fn read(&self, from: u64, to: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+        let segments: Vec<Keyspace> = self
+            .read_lock()
+            .range(segment_of(from)..=segment_of(to))
+            .map(|(_, k)| k.clone())
+            .collect();
+        let mut changes = Vec::new();
+        for keyspace in segments {
+            for guard in keyspace
+                .range(seq_key(from)..=seq_key(to))
+                .take(max - changes.len())
+            {
+                let (key, json) = guard.into_inner().map_err(Error::Read)?;
+                let seq = seq_from(&key)
+                    .ok_or(Error::Corrupt("a change key that is not a sequence number"))?;
+                changes.push((seq, json.to_vec()));
+            }
+            if changes.len() == max {
+                break;
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Every open segment, oldest first.
+    pub fn all(&self) -> Vec<Keyspace> {
+        self.read_lock().values().cloned().collect()
+    }
+
+    /// Drops the segments whose changes are all `<= through`.
+    pub fn drop_through(&self, through: u64) -> Result<(), fjall::Error> {
+        let done: Vec<Keyspace> = {
+            let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
+            let kept = open.split_off(&first_kept(through));
+            std::mem::replace(&mut *open, kept).into_values().collect()
+        };
+        for keyspace in done {
+            self.db.delete_keyspace(keyspace)?;
+        }
+        Ok(())
+    }
+
+    fn read_lock(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Keyspace>> {
+        self.open.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_cover_consecutive_sequence_numbers() {
+        assert_eq!(segment_of(1), 0);
+        assert_eq!(segment_of(SEGMENT), 0);
+        assert_eq!(segment_of(SEGMENT + 1), 1);
+        // Segment 0 holds 1..=SEGMENT: it goes once SEGMENT is trimmed.
+        assert_eq!(first_kept(SEGMENT - 1), 0);
+        assert_eq!(first_kept(SEGMENT), 1);
+        assert_eq!(first_kept(2 * SEGMENT - 1), 1);
+        assert!(name(0) < name(1) && name(1) < name(10));
+    }
+}
