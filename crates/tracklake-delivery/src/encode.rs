@@ -24,6 +24,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 use tracklake_event::Event;
 
@@ -194,6 +195,10 @@ pub(crate) fn parquet_properties() -> Result<WriterProperties, Error> {
             ZstdLevel::try_new(3).map_err(Error::Parquet)?,
         ))
         .set_dictionary_enabled(true)
+        // Unique per event: a dictionary only costs time before the writer
+        // falls back to plain encoding.
+        .set_column_dictionary_enabled(ColumnPath::from("event_id"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("properties"), false)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build())
 }
