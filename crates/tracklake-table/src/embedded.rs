@@ -213,6 +213,7 @@ impl Table for EmbeddedTable {
                 "tables": k.table_count(),
             })
         };
+        let segments = ks.changes.all();
         serde_json::json!({
             "last_seq": *self.durable.borrow(),
             "approximate_rows": ks.rows.approximate_len(),
@@ -223,8 +224,8 @@ impl Table for EmbeddedTable {
             "rows": keyspace(&ks.rows),
             "ids": keyspace(&ks.ids),
             "changes": {
-                "segments": ks.changes.all().len(),
-                "disk_bytes": ks.changes.all().iter().map(Keyspace::disk_space).sum::<u64>(),
+                "segments": segments.len(),
+                "disk_bytes": segments.iter().map(Keyspace::disk_space).sum::<u64>(),
             },
         })
     }

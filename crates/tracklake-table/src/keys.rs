@@ -2,12 +2,13 @@
 //!
 //! - row:    `user_id 0x00 event_at(8) event_id` → seq(8) event JSON
 //! - id:     `user_id 0x00 event_id`             → event_at(8)
-//! - change: `seq(8)`                            → event JSON (the new image)
+//! - change: `seq(8)`                            → event JSON (the new image),
+//!   in the keyspace of its segment (see `segments`)
 //!
 //! The change log carries a copy of each event, like DynamoDB Streams'
 //! NEW_IMAGE, so that delivery reads it sequentially. (Pointing at rows
 //! instead wrote fewer bytes, but a lagging delivery then read rows in
-//! random order, at a fifth of the speed.) Delivered changes are trimmed.
+//! random order, at a fifth of the speed.) Delivered segments are dropped.
 //!
 //! User ids never contain 0x00 (validation refuses control characters), so
 //! `user_id 0x00` is a prefix of exactly one user's keys.
