@@ -234,6 +234,11 @@ impl Lake {
         ))
     }
 
+    /// Where records of `first..=last` that could not be read are kept.
+    pub fn error_path(&self, first: u64, last: u64) -> Path {
+        Path::from(format!("errors/part-{first:020}-{last:020}.json"))
+    }
+
     /// Exclusive right to rewrite published files, while the guard lives.
     pub(crate) async fn rewriting(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.rewriting.lock().await

@@ -96,6 +96,8 @@ pub struct Status {
     pub files: AtomicU64,
     pub bytes: AtomicU64,
     pub failed_puts: AtomicU64,
+    /// Records that could not be read, written to `errors/`.
+    pub failed_records: AtomicU64,
     pub compactions: AtomicU64,
     pub compacted_files: AtomicU64,
     /// When the oldest event read but not yet published was received, in
@@ -200,6 +202,7 @@ impl Delivery {
             "files": n(&s.files),
             "bytes": n(&s.bytes),
             "failed_puts": n(&s.failed_puts),
+            "failed_records": n(&s.failed_records),
             "compactions": n(&s.compactions),
             "compacted_files": n(&s.compacted_files),
         })
@@ -412,7 +415,7 @@ impl Publisher {
         let _publishing = self.lake.suppression.publishing().await;
         let erased = Arc::new(self.lake.suppression.erased(&changes));
         self.table.save_checkpoint(INTENT, to).await?;
-        let records = changes.len() - erased.len();
+        let mut records = changes.len() - erased.len();
         let (failed, bytes, files, oldest) = match self.lake.sink() {
             Some(sink) => {
                 let events = changes
@@ -430,7 +433,11 @@ impl Publisher {
                     .fetch_add(refused, Ordering::Relaxed);
                 (refused, 0, 0, oldest)
             }
-            None => self.write_files(from, to, &changes, erased.clone()).await?,
+            None => {
+                let written = self.write_files(from, to, &changes, erased.clone()).await?;
+                records -= written.4;
+                (written.0, written.1, written.2, written.3)
+            }
         };
         self.table.save_checkpoint(CONSUMER, to).await?;
         self.table.trim_changes(to).await?;
@@ -458,29 +465,32 @@ impl Publisher {
     }
 
     /// Writes one file per partition for changes `(from, to]`, less the
-    /// `erased`; returns failed puts, bytes, files and when the oldest
-    /// event was received.
+    /// `erased`; returns failed puts, bytes, files, when the oldest event
+    /// was received, and how many records went to `errors/`.
     async fn write_files(
         &self,
         from: u64,
         to: u64,
         changes: &Arc<Vec<Change>>,
         erased: Arc<HashSet<u64>>,
-    ) -> Result<(u64, u64, usize, Option<DateTime<Utc>>), Error> {
+    ) -> Result<(u64, u64, usize, Option<DateTime<Utc>>, usize), Error> {
         // Encoding is CPU work: off the async workers.
         let (lake, all) = (self.lake.clone(), changes.clone());
-        let (encoded, oldest) = tokio::task::spawn_blocking(move || {
+        let encoded = tokio::task::spawn_blocking(move || {
             let kept: Vec<&Change> = all.iter().filter(|c| !erased.contains(&c.seq)).collect();
             encode_partitions(&lake, &kept, from, to)
         })
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
-        let (mut failed, mut bytes, files) = (0u64, 0u64, encoded.len());
-        for (path, body) in encoded {
+        let (mut failed, mut bytes, files) = (0u64, 0u64, encoded.files.len());
+        for (path, body) in encoded.files {
             bytes += body.len() as u64;
             failed += self.put_with_retry(&path, body).await?;
         }
-        Ok((failed, bytes, files, oldest))
+        self.status
+            .failed_records
+            .fetch_add(encoded.failed as u64, Ordering::Relaxed);
+        Ok((failed, bytes, files, encoded.oldest, encoded.failed))
     }
 
     /// Retries a failed PUT with backoff until it succeeds; nothing is
@@ -514,18 +524,28 @@ impl Publisher {
 /// Files named after `(from, to]`, with their contents.
 type Files = Vec<(object_store::path::Path, bytes::Bytes)>;
 
-/// One file per partition touched by `(from, to]`, named after that range,
-/// and when the oldest of the events was received.
-fn encode_partitions(
+/// What encoding `(from, to]` made.
+pub(crate) struct Encoded {
+    pub files: Files,
+    /// When the oldest event was received.
+    pub oldest: Option<DateTime<Utc>>,
+    /// Records that could not be read, written to `errors/` instead.
+    pub failed: usize,
+}
+
+/// One file per partition touched by `(from, to]`, named after that range;
+/// records that cannot be read go to `errors/` with the reason.
+pub(crate) fn encode_partitions(
     lake: &Lake,
     changes: &[&Change],
     from: u64,
     to: u64,
-) -> Result<(Files, Option<DateTime<Utc>>), Error> {
+) -> Result<Encoded, Error> {
+    let mut failures = Vec::new();
     let oldest;
-    let files = match lake.format() {
+    let mut files: Files = match lake.format() {
         Format::Parquet => {
-            let rows = decode_rows(lake, changes)?;
+            let rows = decode_rows(lake, changes, &mut failures);
             oldest = rows.iter().map(|r| r.received_at).min();
             by_partition(lake, rows, |r| r.event_at)
                 .into_iter()
@@ -536,10 +556,13 @@ fn encode_partitions(
                 .collect::<Result<_, Error>>()?
         }
         Format::Ndjson => {
-            let events = changes
-                .iter()
-                .map(|c| lake.event_of(c))
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut events = Vec::with_capacity(changes.len());
+            for change in changes {
+                match lake.event_of(change) {
+                    Ok(event) => events.push(event),
+                    Err(error) => failures.push((*change, error.to_string())),
+                }
+            }
             oldest = events.iter().map(|e| e.received_at).min();
             by_partition(lake, events.iter().collect(), |e| e.event_at)
                 .into_iter()
@@ -550,32 +573,78 @@ fn encode_partitions(
                 .collect::<Result<_, Error>>()?
         }
     };
-    Ok((files, oldest))
+    if !failures.is_empty() {
+        tracing::error!(
+            records = failures.len(),
+            first_seq = failures[0].0.seq,
+            reason = %failures[0].1,
+            "records that cannot be read go to the lake's errors/"
+        );
+        files.push((
+            lake.error_path(from + 1, to),
+            error_lines(&failures)?.into(),
+        ));
+    }
+    Ok(Encoded {
+        files,
+        oldest,
+        failed: failures.len(),
+    })
 }
 
-/// The lake rows of `changes`, privacy applied. Decoding is half of the
-/// encoding work, so the second half is decoded on a second thread.
-fn decode_rows<'a>(lake: &Lake, changes: &[&'a Change]) -> Result<Vec<Row<'a>>, Error> {
+/// One JSON object per failed record: its sequence number, why it failed,
+/// and the record as stored.
+fn error_lines(failures: &[(&Change, String)]) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    for (change, reason) in failures {
+        let line = serde_json::json!({
+            "seq": change.seq,
+            "error": reason,
+            "record": String::from_utf8_lossy(&change.json),
+        });
+        serde_json::to_writer(&mut out, &line).map_err(Error::EncodeJson)?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// The lake rows of `changes`, privacy applied; a change that cannot be
+/// read goes to `failures`. Decoding is half of the encoding work, so the
+/// second half is decoded on a second thread.
+fn decode_rows<'a>(
+    lake: &Lake,
+    changes: &[&'a Change],
+    failures: &mut Vec<(&'a Change, String)>,
+) -> Vec<Row<'a>> {
     let decode = |part: &[&'a Change]| {
-        part.iter()
-            .map(|change| {
-                let mut row = Row::decode(&change.json)?;
-                row.ip_address = row.ip_address.map(|ip| lake.privacy().address(ip));
-                Ok(row)
-            })
-            .collect::<Result<Vec<_>, Error>>()
+        let (mut rows, mut failed) = (Vec::with_capacity(part.len()), Vec::new());
+        for &change in part {
+            match Row::decode(&change.json) {
+                Ok(mut row) => {
+                    row.ip_address = row.ip_address.map(|ip| lake.privacy().address(ip));
+                    rows.push(row);
+                }
+                Err(error) => failed.push((change, error.to_string())),
+            }
+        }
+        (rows, failed)
     };
     let (first, second) = changes.split_at(changes.len() / 2);
-    std::thread::scope(|scope| {
+    let ((mut rows, failed), (more, more_failed)) = std::thread::scope(|scope| {
         let helper = scope.spawn(|| decode(second));
-        let mut rows = decode(first)?;
-        rows.extend(
+        let first = decode(first);
+        // A panic in the helper is a bug: let it surface as one.
+        (
+            first,
             helper
                 .join()
-                .map_err(|_| Error::Task("decoding rows panicked".into()))??,
-        );
-        Ok(rows)
-    })
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        )
+    });
+    rows.extend(more);
+    failures.extend(failed);
+    failures.extend(more_failed);
+    rows
 }
 
 /// Groups items by the lake partition of their time, keeping their order.

@@ -332,3 +332,47 @@ async fn delivery_reads_ahead_while_publishing() {
         .collect();
     assert_eq!(*sink.sent.lock().unwrap(), expected);
 }
+
+/// A record that cannot be read goes to `errors/` with its reason and the
+/// record as stored; the others are encoded as usual.
+#[test]
+fn unreadable_records_go_to_errors() {
+    use tracklake_table::Change;
+    for format in [Format::Parquet, Format::Ndjson] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LakeConfig {
+            format,
+            ..LakeConfig::default()
+        };
+        let lake = Lake::open(&config, dir.path()).unwrap();
+        let good = Change {
+            seq: 7,
+            json: serde_json::to_vec(&event("good", 5)).unwrap(),
+        };
+        let bad = Change {
+            seq: 8,
+            json: br#"{"event_id": 1, "broken": true}"#.to_vec(),
+        };
+        let encoded =
+            crate::pipeline::encode_partitions(&lake, &[&good, &bad, &good], 6, 8).unwrap();
+        assert_eq!(encoded.failed, 1);
+        let paths: Vec<String> = encoded.files.iter().map(|(p, _)| p.to_string()).collect();
+        let ext = format.extension(false);
+        assert_eq!(
+            paths,
+            [
+                format!(
+                    "events/dt=2026-11-05/part-00000000000000000007-00000000000000000008.{ext}"
+                ),
+                "errors/part-00000000000000000007-00000000000000000008.json".to_string(),
+            ]
+        );
+        let line: serde_json::Value = serde_json::from_slice(&encoded.files[1].1).unwrap();
+        assert_eq!(line["seq"], 8);
+        assert_eq!(line["record"], r#"{"event_id": 1, "broken": true}"#);
+        assert!(
+            line["error"].as_str().unwrap().contains("invalid type"),
+            "{line}"
+        );
+    }
+}
