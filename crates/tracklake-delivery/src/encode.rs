@@ -22,6 +22,7 @@ use arrow_array::builder::{BooleanBuilder, StringBuilder, TimestampMicrosecondBu
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, compute_leaves};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
@@ -204,14 +205,67 @@ pub(crate) fn parquet_properties() -> Result<WriterProperties, Error> {
 }
 
 /// The rows as one Parquet file.
+/// The rows as one Parquet file. The columns of each row group are
+/// encoded and compressed on two threads: they are independent, and this
+/// is most of delivery's work.
 pub(crate) fn parquet(rows: &[Row]) -> Result<Vec<u8>, Error> {
     let props = parquet_properties()?;
-    let mut writer =
+    let writer =
         ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(props)).map_err(Error::Parquet)?;
-    for chunk in rows.chunks(ARROW_BATCH_ROWS) {
-        writer.write(&rows_batch(chunk)?).map_err(Error::Parquet)?;
+    let (mut file, columns) = writer.into_serialized_writer().map_err(Error::Parquet)?;
+    for (index, group) in rows.chunks(ROW_GROUP_ROWS).enumerate() {
+        let batches = group
+            .chunks(ARROW_BATCH_ROWS)
+            .map(rows_batch)
+            .collect::<Result<Vec<_>, _>>()?;
+        // Alternate columns between the threads: the heavy ones come first.
+        let (even, odd): (Vec<_>, Vec<_>) = columns
+            .create_column_writers(index)
+            .map_err(Error::Parquet)?
+            .into_iter()
+            .enumerate()
+            .partition(|(i, _)| i % 2 == 0);
+        let mut chunks = std::thread::scope(|scope| {
+            let helper = scope.spawn(|| encode_columns(odd, &batches));
+            let mut chunks = encode_columns(even, &batches)?;
+            // A panic in the helper is a bug: let it surface as one.
+            chunks.extend(
+                helper
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))?,
+            );
+            Ok::<_, Error>(chunks)
+        })?;
+        chunks.sort_by_key(|(i, _)| *i);
+        let mut row_group = file.next_row_group().map_err(Error::Parquet)?;
+        for (_, chunk) in chunks {
+            chunk
+                .append_to_row_group(&mut row_group)
+                .map_err(Error::Parquet)?;
+        }
+        row_group.close().map_err(Error::Parquet)?;
     }
-    writer.into_inner().map_err(Error::Parquet)
+    file.into_inner().map_err(Error::Parquet)
+}
+
+/// Encodes the given columns (by their index in [`SCHEMA`]) of every batch.
+fn encode_columns(
+    writers: Vec<(usize, ArrowColumnWriter)>,
+    batches: &[RecordBatch],
+) -> Result<Vec<(usize, ArrowColumnChunk)>, Error> {
+    writers
+        .into_iter()
+        .map(|(i, mut writer)| {
+            for batch in batches {
+                for leaf in
+                    compute_leaves(SCHEMA.field(i), batch.column(i)).map_err(Error::Parquet)?
+                {
+                    writer.write(&leaf).map_err(Error::Parquet)?;
+                }
+            }
+            Ok((i, writer.close().map_err(Error::Parquet)?))
+        })
+        .collect()
 }
 
 #[cfg(test)]
