@@ -204,7 +204,6 @@ pub(crate) fn parquet_properties() -> Result<WriterProperties, Error> {
         .build())
 }
 
-/// The rows as one Parquet file.
 /// The rows as one Parquet file. The columns of each row group are
 /// encoded and compressed on two threads: they are independent, and this
 /// is most of delivery's work.

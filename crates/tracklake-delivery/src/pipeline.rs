@@ -415,8 +415,7 @@ impl Publisher {
         let _publishing = self.lake.suppression.publishing().await;
         let erased = Arc::new(self.lake.suppression.erased(&changes));
         self.table.save_checkpoint(INTENT, to).await?;
-        let mut records = changes.len() - erased.len();
-        let (failed, bytes, files, oldest) = match self.lake.sink() {
+        let published = match self.lake.sink() {
             Some(sink) => {
                 let events = changes
                     .iter()
@@ -431,32 +430,37 @@ impl Publisher {
                 self.status
                     .failed_puts
                     .fetch_add(refused, Ordering::Relaxed);
-                (refused, 0, 0, oldest)
+                Published {
+                    failed_puts: refused,
+                    oldest,
+                    ..Published::default()
+                }
             }
-            None => {
-                let written = self.write_files(from, to, &changes, erased.clone()).await?;
-                records -= written.4;
-                (written.0, written.1, written.2, written.3)
-            }
+            None => self.write_files(from, to, &changes, erased.clone()).await?,
         };
+        let records = changes.len() - erased.len() - published.failed_records;
         self.table.save_checkpoint(CONSUMER, to).await?;
         self.table.trim_changes(to).await?;
         self.lake.suppression.delivered_through(to);
         let s = &self.status;
         s.delivered_seq.store(to, Ordering::Relaxed);
         s.records.fetch_add(records as u64, Ordering::Relaxed);
-        s.files.fetch_add(files as u64, Ordering::Relaxed);
-        s.bytes.fetch_add(bytes, Ordering::Relaxed);
+        s.failed_records
+            .fetch_add(published.failed_records as u64, Ordering::Relaxed);
+        s.files.fetch_add(published.files as u64, Ordering::Relaxed);
+        s.bytes.fetch_add(published.bytes, Ordering::Relaxed);
         // How long the oldest event of this delivery waited since it was
         // acknowledged: the worst ack → published delay of these files.
-        let wait_ms = oldest.map_or(0, |t| (chrono::Utc::now() - t).num_milliseconds().max(0));
+        let wait_ms = published
+            .oldest
+            .map_or(0, |t| (chrono::Utc::now() - t).num_milliseconds().max(0));
         // The article's metric filters read these two fields from JSON logs.
         tracing::info!(
             records_size = records,
-            failed_put_count = failed,
+            failed_put_count = published.failed_puts,
             wait_ms,
-            files,
-            bytes,
+            files = published.files,
+            bytes = published.bytes,
             first_seq = from + 1,
             last_seq = to,
             "delivered to the lake"
@@ -465,15 +469,14 @@ impl Publisher {
     }
 
     /// Writes one file per partition for changes `(from, to]`, less the
-    /// `erased`; returns failed puts, bytes, files, when the oldest event
-    /// was received, and how many records went to `errors/`.
+    /// `erased`.
     async fn write_files(
         &self,
         from: u64,
         to: u64,
         changes: &Arc<Vec<Change>>,
         erased: Arc<HashSet<u64>>,
-    ) -> Result<(u64, u64, usize, Option<DateTime<Utc>>, usize), Error> {
+    ) -> Result<Published, Error> {
         // Encoding is CPU work: off the async workers.
         let (lake, all) = (self.lake.clone(), changes.clone());
         let encoded = tokio::task::spawn_blocking(move || {
@@ -482,15 +485,17 @@ impl Publisher {
         })
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
-        let (mut failed, mut bytes, files) = (0u64, 0u64, encoded.files.len());
+        let mut published = Published {
+            files: encoded.files.len(),
+            oldest: encoded.oldest,
+            failed_records: encoded.failed,
+            ..Published::default()
+        };
         for (path, body) in encoded.files {
-            bytes += body.len() as u64;
-            failed += self.put_with_retry(&path, body).await?;
+            published.bytes += body.len() as u64;
+            published.failed_puts += self.put_with_retry(&path, body).await?;
         }
-        self.status
-            .failed_records
-            .fetch_add(encoded.failed as u64, Ordering::Relaxed);
-        Ok((failed, bytes, files, encoded.oldest, encoded.failed))
+        Ok(published)
     }
 
     /// Retries a failed PUT with backoff until it succeeds; nothing is
@@ -519,6 +524,19 @@ impl Publisher {
             }
         }
     }
+}
+
+/// What publishing one range did.
+#[derive(Default)]
+struct Published {
+    /// PUTs that failed and were retried (or records Firehose refused).
+    failed_puts: u64,
+    bytes: u64,
+    files: usize,
+    /// When the oldest event was received.
+    oldest: Option<DateTime<Utc>>,
+    /// Records that could not be read, written to `errors/`.
+    failed_records: usize,
 }
 
 /// Files named after `(from, to]`, with their contents.

@@ -258,11 +258,7 @@ impl ChangeLog for EmbeddedTable {
             if after >= durable || max == 0 {
                 return Ok(Vec::new());
             }
-            let changes = ks.changes.read(after + 1, durable, max)?;
-            Ok(changes
-                .into_iter()
-                .map(|(seq, json)| Change { seq, json })
-                .collect())
+            ks.changes.read(after + 1, durable, max)
         }))
     }
 

@@ -12,8 +12,8 @@ use std::sync::RwLock;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
-use crate::Error;
 use crate::keys::{seq_from, seq_key};
+use crate::{Change, Error};
 
 /// Changes per segment: about 35 MB of seed-like events (64 in this
 /// crate's tests, so that they cross segments).
@@ -102,7 +102,7 @@ impl Segments {
     }
 
     /// Up to `max` changes in `from..=to`, oldest first.
-    pub fn read(&self, from: u64, to: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, Error> {
+    pub fn read(&self, from: u64, to: u64, max: usize) -> Result<Vec<Change>, Error> {
         let segments: Vec<Keyspace> = self
             .read_lock()
             .range(segment_of(from)..=segment_of(to))
@@ -117,7 +117,10 @@ impl Segments {
                 let (key, json) = guard.into_inner().map_err(Error::Read)?;
                 let seq = seq_from(&key)
                     .ok_or(Error::Corrupt("a change key that is not a sequence number"))?;
-                changes.push((seq, json.to_vec()));
+                changes.push(Change {
+                    seq,
+                    json: json.to_vec(),
+                });
             }
             if changes.len() == max {
                 break;
