@@ -1,7 +1,16 @@
-//! Compaction: runs of small files in a partition are merged into one file
-//! near `target_size_mib`, deduplicated by `(user_id, event_id)`.
+//! Compaction: small files of a partition are merged into files near
+//! `target_size_mib`, then vacuum deletes what no recent version reads.
 //!
-//! The merged file is named after the union of its sources' change ranges,
+//! In a Delta lake (Parquet) a merge is one commit that removes the
+//! sources and adds the merged file, whose rows are sorted by `user_id`
+//! and `event_at` (one user's events together: their statistics let a
+//! query or an erasure skip the rest). Readers of an older version keep
+//! reading the sources until vacuum deletes them, `lake.retention_secs`
+//! after the merge.
+//!
+//! In a plain (NDJSON) lake, runs of adjacent small files are merged,
+//! deduplicated by `(user_id, event_id)`; the merged file is named after
+//! the union of its sources' change ranges,
 //! so it covers them; it is published first and the sources deleted after.
 //! Readers that follow the covering rule ([`crate::Lake::live_files`]) never
 //! see an event twice or miss one, even mid-swap; a swap cut short by a
@@ -49,7 +58,7 @@ impl Default for CompactionConfig {
     }
 }
 
-/// Runs compaction until `stop` turns true.
+/// Runs compaction and vacuum until `stop` turns true.
 pub async fn run(
     table: Arc<dyn ChangeLog>,
     lake: Arc<Lake>,
@@ -60,6 +69,11 @@ pub async fn run(
     loop {
         if let Err(error) = compact_once(&*table, &lake, &config, &status).await {
             tracing::warn!(%error, "compaction failed; retrying at the next interval");
+        }
+        match lake.vacuum().await {
+            Ok(0) => {}
+            Ok(files) => tracing::info!(files, "vacuum deleted files no recent version reads"),
+            Err(error) => tracing::warn!(%error, "vacuum failed; retrying at the next interval"),
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(config.interval_secs.max(1))) => {}
@@ -76,6 +90,9 @@ pub async fn compact_once(
     status: &Status,
 ) -> Result<(), Error> {
     let _rewriting = lake.rewriting().await;
+    if lake.is_delta() {
+        return delta::compact(lake, config, status).await;
+    }
     let (live, covered) = split_covered(lake.files().await?);
     for file in covered {
         lake.delete(&file.location).await?;
@@ -193,5 +210,6 @@ fn merge_ndjson(sources: Vec<bytes::Bytes>, gzip: bool) -> Result<(Vec<u8>, usiz
     filter_ndjson(sources, gzip, |user, id| seen.insert(fingerprint(user, id)))
 }
 
+mod delta;
 #[cfg(test)]
 mod tests;

@@ -6,12 +6,16 @@
 //!    batch), which gives `through`, the newest change it covered;
 //! 2. delivery is told to leave out the user's changes up to `through` it
 //!    still buffers, and the job waits for any publish already under way;
-//! 3. every lake file holding the user's rows is rewritten without them as
-//!    the next version of the same name, and the old version deleted.
+//! 3. every lake file holding the user's rows is rewritten without them. In
+//!    a Delta lake (Parquet) one commit replaces them all: readers see the
+//!    user gone from every file at once, and the old files are deleted by
+//!    vacuum `lake.retention_secs` later. In a plain (NDJSON) lake each file
+//!    is rewritten as the next version of its name and the old one deleted.
 //!
 //! Nothing waits for the buffer interval, so a job takes one pass over the
-//! lake: reading the `user_id` column of every file, rewriting those that
-//! hold the user. Jobs are kept in `<data-dir>/deletions/<id>.json`.
+//! lake: reading the `user_id` column of every file whose statistics do
+//! not rule the user out, rewriting those that hold the user. Jobs are
+//! kept in `<data-dir>/deletions/<id>.json`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -24,7 +28,9 @@ use tokio::sync::mpsc;
 use tracklake_table::{Change, Table};
 
 use crate::Error;
-use crate::lake::{FileName, Lake, split_covered};
+use crate::lake::{
+    FileName, Lake, NewFile, Operation, Update, partition_of, range_of, split_covered,
+};
 use crate::rewrite::{filter_ndjson, filter_parquet, rows_of_user};
 use crate::row::Row;
 
@@ -279,6 +285,80 @@ impl Runner {
             j.state = JobState::CleaningLake;
         });
         let _rewriting = self.lake.rewriting().await;
+        if self.lake.is_delta() {
+            self.clean_delta(id, user).await?;
+        } else {
+            self.clean_plain(id, user).await?;
+        }
+        let job = self.update(id, |j| {
+            j.state = JobState::Done;
+            j.finished_at = Some(Utc::now());
+            j.last_error = None;
+        });
+        tracing::info!(
+            job = id,
+            table_events = job.table_events,
+            lake_files_rewritten = job.lake_files_rewritten,
+            lake_events = job.lake_events,
+            "deletion done"
+        );
+        Ok(())
+    }
+
+    /// Rewrites the files of a Delta lake that hold `user`, and commits the
+    /// new files in place of the old in one version.
+    async fn clean_delta(&self, id: &str, user: &str) -> Result<(), Error> {
+        let files = self.lake.snapshot().await?.files;
+        self.update(id, |j| {
+            j.lake_files_total = files.len() as u64;
+            j.lake_files_scanned = 0;
+        });
+        let mut update = Update {
+            operation: Operation::Erase,
+            add: Vec::new(),
+            remove: Vec::new(),
+            delivered_through: None,
+        };
+        for file in files {
+            let outside = file
+                .stats
+                .as_ref()
+                .and_then(|s| s.text_range("user_id"))
+                .is_some_and(|(min, max)| user < min || user > max);
+            let erased = match outside {
+                true => None,
+                false => self.without_user(&file.path, user).await?,
+            };
+            let held = erased.as_ref().map_or(0, |e| e.0);
+            if let Some((_, rows, body)) = erased {
+                if rows > 0 {
+                    let (first, last) = range_of(&file.path).unwrap_or((0, 0));
+                    let partition = partition_of(&file.path).unwrap_or_default().to_owned();
+                    let path = self.lake.file_path(&partition, first, last);
+                    let body = bytes::Bytes::from(body);
+                    update
+                        .add
+                        .push(NewFile::parquet(path.clone(), file.day, &body)?);
+                    self.lake.publish(&path, body).await?;
+                }
+                update.remove.push(file);
+            }
+            self.update(id, |j| {
+                j.lake_files_scanned += 1;
+                if held > 0 {
+                    j.lake_files_rewritten += 1;
+                    j.lake_events += held as u64;
+                }
+            });
+        }
+        if !update.remove.is_empty() {
+            self.lake.commit(update).await?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the files of a plain lake that hold `user`, one by one.
+    async fn clean_plain(&self, id: &str, user: &str) -> Result<(), Error> {
         // Superseded files (an old version, a compaction's sources) are
         // leftovers of a swap cut short: delete them rather than clean them.
         let (files, superseded) = split_covered(self.lake.files().await?);
@@ -299,22 +379,37 @@ impl Runner {
                 }
             });
         }
-        let job = self.update(id, |j| {
-            j.state = JobState::Done;
-            j.finished_at = Some(Utc::now());
-            j.last_error = None;
-        });
-        tracing::info!(
-            job = id,
-            table_events = job.table_events,
-            lake_files_rewritten = job.lake_files_rewritten,
-            lake_events = job.lake_events,
-            "deletion done"
-        );
         Ok(())
     }
 
-    /// Rewrites one file without `user`'s rows; returns how many it held.
+    /// `path` without `user`'s rows: how many it held, how many are left
+    /// and the rewritten file; `None` when it holds none.
+    async fn without_user(
+        &self,
+        path: &object_store::path::Path,
+        user: &str,
+    ) -> Result<Option<(usize, usize, Vec<u8>)>, Error> {
+        let data = self.lake.read(path).await?;
+        let (p, owner) = (path.as_ref().to_owned(), user.to_owned());
+        tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            let held = rows_of_user(&p, data.clone(), &owner)?;
+            if held == 0 {
+                return Ok(None);
+            }
+            let keep = |row_user: &str, _: &str| row_user != owner;
+            let (body, rows) = if p.ends_with(".parquet") {
+                filter_parquet(vec![data], keep)?
+            } else {
+                filter_ndjson(vec![data], p.ends_with(".gz"), keep)?
+            };
+            Ok(Some((held, rows, body)))
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    /// Rewrites one plain file without `user`'s rows as the next version of
+    /// its name; returns how many it held.
     async fn clean_file(
         &self,
         path: &object_store::path::Path,
@@ -323,25 +418,7 @@ impl Runner {
         let Some(name) = FileName::parse(path) else {
             return Ok(0); // not a file delivery wrote
         };
-        let data = self.lake.read(path).await?;
-        let (p, u) = (path.as_ref().to_owned(), user.to_owned());
-        let owner = user.to_owned();
-        let rewritten = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-            let held = rows_of_user(&p, data.clone(), &u)?;
-            if held == 0 {
-                return Ok(None);
-            }
-            let keep = |row_user: &str, _: &str| row_user != owner;
-            let (body, _) = if p.ends_with(".parquet") {
-                filter_parquet(vec![data], keep)?
-            } else {
-                filter_ndjson(vec![data], p.ends_with(".gz"), keep)?
-            };
-            Ok(Some((held, body)))
-        })
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
-        let Some((held, body)) = rewritten else {
+        let Some((held, _, body)) = self.without_user(path, user).await? else {
             return Ok(0);
         };
         let next = FileName {

@@ -1,13 +1,18 @@
-//! Reading the lake back: what `tracklake lake ls` and `lake verify` show.
+//! Reading the lake back: what `tracklake lake verify` and the tests check.
 //! It reads files with the `parquet` crate and `serde_json` directly, not
-//! through the writer's code.
+//! through the writer's code; of a Parquet file only the footer and the two
+//! id columns are fetched.
 
 use std::io::Read;
 
 use arrow_array::{Array, StringArray};
+use object_store::ObjectMeta;
 use object_store::path::Path;
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+// Deprecated in parquet 59 in favour of one's own `AsyncFileReader`; it
+// still reads ranges through `object_store`, which is all this needs.
+#[allow(deprecated)]
+use parquet::arrow::async_reader::ParquetObjectReader;
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 
 use crate::{Error, Lake};
 
@@ -29,16 +34,33 @@ impl FileContents {
     }
 }
 
-/// Every live file of the lake ([`Lake::live_files`]) with the ids of its
-/// events.
+/// Every file of the lake's current version (a Delta lake's snapshot, a
+/// plain lake's [`Lake::live_files`]) with the ids of its events.
 pub async fn read_lake(lake: &Lake) -> Result<Vec<FileContents>, Error> {
+    let files = match lake.is_delta() {
+        true => lake
+            .snapshot()
+            .await?
+            .files
+            .iter()
+            .map(|f| f.meta())
+            .collect(),
+        false => lake.live_files().await?,
+    };
     let mut out = Vec::new();
-    for meta in lake.live_files().await? {
+    for meta in files {
         let name = meta.location.as_ref().to_owned();
+        if name.ends_with(".parquet") {
+            let events = parquet_ids(lake, &meta).await?;
+            out.push(FileContents {
+                path: meta.location,
+                bytes: meta.size,
+                events,
+            });
+            continue;
+        }
         let data = lake.read(&meta.location).await?;
-        let events = if name.ends_with(".parquet") {
-            parquet_ids(data)?
-        } else if name.ends_with(".json.gz") {
+        let events = if name.ends_with(".json.gz") {
             let mut text = String::new();
             flate2::read::GzDecoder::new(&data[..])
                 .read_to_string(&mut text)
@@ -58,16 +80,24 @@ pub async fn read_lake(lake: &Lake) -> Result<Vec<FileContents>, Error> {
     Ok(out)
 }
 
-fn parquet_ids(data: bytes::Bytes) -> Result<Vec<(String, String)>, Error> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(Error::Parquet)?;
+#[allow(deprecated)]
+async fn parquet_ids(lake: &Lake, meta: &ObjectMeta) -> Result<Vec<(String, String)>, Error> {
+    use futures_util::TryStreamExt;
+    let reader =
+        ParquetObjectReader::new(lake.store(), meta.location.clone()).with_file_size(meta.size);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(Error::Parquet)?;
     let mask = ProjectionMask::columns(builder.parquet_schema(), ["event_id", "user_id"]);
-    let reader = builder
+    let batches: Vec<_> = builder
         .with_projection(mask)
         .build()
+        .map_err(Error::Parquet)?
+        .try_collect()
+        .await
         .map_err(Error::Parquet)?;
     let mut ids = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(Error::Arrow)?;
+    for batch in batches {
         let (event_ids, users) = (
             text_column(&batch, "event_id")?,
             text_column(&batch, "user_id")?,

@@ -8,7 +8,9 @@ mod deletion;
 mod encode;
 mod inspect;
 mod lake;
+mod partitions;
 mod pipeline;
+mod publish;
 mod rewrite;
 mod row;
 
@@ -19,7 +21,10 @@ pub use compact::{CompactionConfig, compact_once};
 pub use deletion::{DeletionJob, Deletions, JobState};
 pub use encode::{Format, SCHEMA, encode, record_batch};
 pub use inspect::{FileContents, read_lake};
-pub use lake::{FileName, Lake, LakeConfig, Layout, S3Config};
+pub use lake::{
+    APP_ID, Commit, FileName, FileStats, Lake, LakeConfig, LakeFile, Layout, NewFile, Operation,
+    S3Config, Snapshot, TABLE_DIR, Update, partition_day,
+};
 pub use pipeline::{CONSUMER, Delivery, DeliveryConfig, Lag, Status, StreamConfig};
 
 /// Where delivery sends events instead of writing lake files itself, such
@@ -45,6 +50,17 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
+    #[error("{action}: {source}")]
+    Delta {
+        action: &'static str,
+        source: Box<deltalake_core::DeltaTableError>,
+    },
+    #[error("the lake: {0}")]
+    Lake(String),
+    #[error(
+        "the lake at {0} is in an earlier tracklake's layout: start `tracklake serve` or run `tracklake lake migrate` to convert it into a Delta table"
+    )]
+    NeedsMigration(String),
     #[error("lake storage: {0}")]
     Store(#[from] object_store::Error),
     #[error("decoding an event of the change log: {0}")]

@@ -124,3 +124,20 @@ pub(crate) fn rows_of_user(path: &str, data: bytes::Bytes, user: &str) -> Result
     }
     Ok(n)
 }
+
+/// The `user_id` column of a Parquet file, in file order.
+#[cfg(test)]
+pub(crate) fn user_ids(data: bytes::Bytes) -> Result<Vec<String>, Error> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(Error::Parquet)?;
+    let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), ["user_id"]);
+    let mut users = Vec::new();
+    for batch in builder
+        .with_projection(mask)
+        .build()
+        .map_err(Error::Parquet)?
+    {
+        let column = text_column(&batch.map_err(Error::Arrow)?, "user_id")?;
+        users.extend(column.iter().flatten().map(str::to_owned));
+    }
+    Ok(users)
+}

@@ -1,13 +1,17 @@
 //! The `events` table: every event in the lake, plus (by default) the
 //! accepted events the delivery has not yet published, each counted once.
 //!
-//! One consistent snapshot per scan: the lake's committed checkpoint `C`,
-//! the change log after `C` (the fresh events, up to `H`), and every live
-//! lake file except those whose change range meets `(C, H]`: such a file
-//! belongs to an unfinished delivery and its events are among the fresh ones.
-//! Files a finished compaction covers are skipped. If the checkpoint moves
-//! while the snapshot is taken (a delivery committed and trimmed), it is
-//! taken again.
+//! One consistent snapshot per scan. A Delta lake (Parquet): one version of
+//! the log — its files, and the stream position `C` they hold — and the
+//! change log after `C` (the fresh events). Compaction, erasure and vacuum
+//! never touch a file a recent version reads, so a scan of a version never
+//! fails for them. If the change log was trimmed past `C` while the
+//! snapshot was taken (a delivery committed meanwhile), it is taken again.
+//!
+//! A plain lake (NDJSON): the table's checkpoint `C`, the change log after
+//! `C` (up to `H`), and every live file except those whose change range
+//! meets `(C, H]` (an unfinished delivery's, whose events are among the
+//! fresh ones); files a finished compaction covers are skipped.
 
 use std::io::Read;
 use std::sync::{Arc, LazyLock};
@@ -83,6 +87,9 @@ impl EventsTable {
     }
 
     async fn snapshot(&self, range: DateRange) -> Result<Snapshot> {
+        if self.lake.is_delta() {
+            return self.delta_snapshot(range).await;
+        }
         let Some(table) = &self.table else {
             return Ok(Snapshot {
                 files: self.files(None, range).await?,
@@ -91,24 +98,7 @@ impl EventsTable {
         };
         for _ in 0..10 {
             let committed = checkpoint(table.as_ref()).await?;
-            let mut fresh = Vec::new();
-            let mut after = committed;
-            loop {
-                let changes = table
-                    .read_changes(after, READ_CHUNK)
-                    .await
-                    .map_err(external)?;
-                let Some(last) = changes.last() else { break };
-                after = last.seq;
-                fresh.extend(
-                    changes
-                        .iter()
-                        .map(|c| self.lake.event_of(c).map_err(external))
-                        .collect::<Result<Vec<_>>>()?
-                        .into_iter()
-                        .filter(|e| range.contains(e.event_at.date_naive())),
-                );
-            }
+            let (fresh, after) = self.fresh_after(table.as_ref(), committed, range).await?;
             if checkpoint(table.as_ref()).await? == committed {
                 let unpublished = (after > committed).then_some((committed + 1, after));
                 return Ok(Snapshot {
@@ -120,6 +110,61 @@ impl EventsTable {
         Err(DataFusionError::Execution(
             "the lake kept changing while the query started; try again".into(),
         ))
+    }
+
+    /// A version of the Delta log and the fresh events after it.
+    async fn delta_snapshot(&self, range: DateRange) -> Result<Snapshot> {
+        for _ in 0..10 {
+            let version = self.lake.snapshot().await.map_err(external)?;
+            let delivered = version.delivered.unwrap_or(0);
+            let files = version
+                .files
+                .iter()
+                .filter(|f| range.contains(f.day))
+                .map(|f| (f.meta(), f.day))
+                .collect();
+            let Some(table) = &self.table else {
+                return Ok(Snapshot {
+                    files,
+                    fresh: Vec::new(),
+                });
+            };
+            let (fresh, _) = self.fresh_after(table.as_ref(), delivered, range).await?;
+            // Trimming follows the checkpoint: at or below `delivered`,
+            // nothing this read needed was trimmed.
+            if checkpoint(table.as_ref()).await? <= delivered {
+                return Ok(Snapshot { files, fresh });
+            }
+        }
+        Err(DataFusionError::Execution(
+            "the lake kept changing while the query started; try again".into(),
+        ))
+    }
+
+    /// The events of the change log after `after`, in `range`, and the
+    /// newest change read.
+    async fn fresh_after(
+        &self,
+        table: &dyn ChangeLog,
+        mut after: u64,
+        range: DateRange,
+    ) -> Result<(Vec<Event>, u64)> {
+        let mut fresh = Vec::new();
+        loop {
+            let changes = table
+                .read_changes(after, READ_CHUNK)
+                .await
+                .map_err(external)?;
+            let Some(last) = changes.last() else { break };
+            after = last.seq;
+            for change in &changes {
+                let event = self.lake.event_of(change).map_err(external)?;
+                if range.contains(event.event_at.date_naive()) {
+                    fresh.push(event);
+                }
+            }
+        }
+        Ok((fresh, after))
     }
 
     /// Live lake files in `range`, except those holding changes of the
@@ -136,7 +181,7 @@ impl EventsTable {
             .into_iter()
             .filter_map(|meta| {
                 let name = tracklake_delivery::FileName::parse(&meta.location)?;
-                let day = partition_day(&name.partition)?;
+                let day = tracklake_delivery::partition_day(&name.partition)?;
                 (!overlaps(name.first, name.last) && range.contains(day)).then_some((meta, day))
             })
             .collect())
@@ -200,16 +245,6 @@ async fn checkpoint(table: &dyn ChangeLog) -> Result<u64> {
 
 fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
     DataFusionError::External(Box::new(e))
-}
-
-/// The UTC date of a partition directory: `dt=2026-11-27` or `2026/11/27/13`.
-fn partition_day(partition: &str) -> Option<NaiveDate> {
-    if let Some(day) = partition.strip_prefix("dt=") {
-        return day.parse().ok();
-    }
-    let mut parts = partition.split('/');
-    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
-    NaiveDate::from_ymd_opt(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
 }
 
 fn decode_ndjson(bytes: &[u8], gzip: bool) -> std::io::Result<Vec<Event>> {

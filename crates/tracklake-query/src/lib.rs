@@ -126,6 +126,9 @@ pub struct Engine {
     ctx: SessionContext,
     config: QueryConfig,
     catalog: athena::Catalog,
+    /// A plain (NDJSON) lake deletes compacted files at once; a Delta
+    /// lake's versions keep theirs until vacuum.
+    plain_lake: bool,
 }
 
 impl Engine {
@@ -137,6 +140,7 @@ impl Engine {
         lake: Arc<Lake>,
         table: Option<Arc<dyn ChangeLog>>,
     ) -> Result<Engine, Error> {
+        let plain_lake = !lake.is_delta();
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit_mib.max(16) * 1024 * 1024, 1.0)
             .build_arc()?;
@@ -175,6 +179,7 @@ impl Engine {
             ctx,
             config: config.clone(),
             catalog,
+            plain_lake,
         })
     }
 
@@ -223,12 +228,12 @@ impl Engine {
         })
     }
 
-    /// A read-only query, cut at `max_rows`. A lake file that vanishes
-    /// mid-query (compaction deletes the files it merged) gives one retry,
-    /// which plans over the new listing.
+    /// A read-only query, cut at `max_rows`. In a plain lake, a file that
+    /// vanishes mid-query (compaction deletes the files it merged) gives
+    /// one retry, which plans over the new listing.
     async fn select(&self, sql: &str) -> Result<(Vec<RecordBatch>, bool), Error> {
         match self.select_once(sql).await {
-            Err(e) if is_vanished_file(&e) => {
+            Err(e) if self.plain_lake && is_vanished_file(&e) => {
                 tracing::debug!(error = %e, "a lake file vanished mid-query; retrying");
                 self.select_once(sql).await.map_err(read_only_message)
             }

@@ -9,7 +9,8 @@ use tracklake_table::{EmbeddedTable, Table, TableConfig};
 fn event(id: &str) -> Event {
     Event {
         event_id: id.into(),
-        user_id: UserId::Int(7),
+        // A few users, mixed across deliveries.
+        user_id: UserId::Int(id.bytes().map(i64::from).sum::<i64>() % 5),
         event_type: "login".into(),
         event_at: Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap(),
         received_at: Utc::now(),
@@ -73,9 +74,53 @@ async fn small_files(
     (dir, table, lake)
 }
 
+/// In a Delta lake a merge is one commit; the merged file is sorted by
+/// user; the sources stay for readers of older versions until vacuum.
+#[tokio::test]
+async fn a_delta_merge_is_one_commit_and_vacuum_deletes_the_sources_later() {
+    let (dir, table, lake) = small_files(Format::Parquet, false, 5).await;
+    let before = lake.snapshot().await.unwrap();
+    assert_eq!(before.files.len(), 5);
+    let status = Status::default();
+    compact_once(&*table, &lake, &CompactionConfig::default(), &status)
+        .await
+        .unwrap();
+    let after = lake.snapshot().await.unwrap();
+    assert_eq!(after.version, before.version.map(|v| v + 1));
+    assert_eq!(after.delivered, before.delivered);
+    assert_eq!(after.files.len(), 1, "{:?}", after.files);
+    assert_eq!(crate::lake::range_of(&after.files[0].path), Some((1, 50)));
+    assert_eq!(after.files[0].rows(), Some(50));
+    let counts = counts(&lake).await;
+    assert_eq!(counts.len(), 50);
+    assert!(counts.values().all(|n| *n == 1));
+    assert_eq!(status.compacted_files.load(Ordering::Relaxed), 5);
+    // Sorted by user, so one user's events are together.
+    let body = lake.read(&after.files[0].path).await.unwrap();
+    let users = crate::rewrite::user_ids(body).unwrap();
+    assert!(users.windows(2).all(|w| w[0] <= w[1]), "{users:?}");
+    // A reader of the older version still finds its files…
+    for file in &before.files {
+        lake.read(&file.path).await.unwrap();
+    }
+    assert_eq!(lake.vacuum().await.unwrap(), 0, "within the retention");
+    // …until vacuum, past the retention, deletes them.
+    let impatient = Lake::open(
+        &LakeConfig {
+            retention_secs: 0,
+            ..LakeConfig::default()
+        },
+        dir.path(),
+    )
+    .unwrap();
+    assert_eq!(impatient.vacuum().await.unwrap(), 5);
+    assert_eq!(lake.files().await.unwrap().len(), 1);
+    assert_eq!(read_lake(&lake).await.unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn small_files_merge_into_one_covering_file() {
-    for (format, gzip) in [(Format::Parquet, false), (Format::Ndjson, true)] {
+    for (format, gzip) in [(Format::Ndjson, false), (Format::Ndjson, true)] {
         let (_dir, table, lake) = small_files(format, gzip, 5).await;
         assert_eq!(lake.files().await.unwrap().len(), 5);
         let status = Status::default();
@@ -95,7 +140,7 @@ async fn small_files_merge_into_one_covering_file() {
 
 #[tokio::test]
 async fn a_swap_cut_short_is_invisible_and_finished_later() {
-    let (_dir, table, lake) = small_files(Format::Parquet, false, 3).await;
+    let (_dir, table, lake) = small_files(Format::Ndjson, false, 3).await;
     let sources = lake.files().await.unwrap();
     // The merged file was published, the sources not yet deleted (a crash).
     let bodies: Vec<bytes::Bytes> = {
@@ -105,7 +150,7 @@ async fn a_swap_cut_short_is_invisible_and_finished_later() {
         }
         b
     };
-    let (merged, rows) = merge_parquet(bodies).unwrap();
+    let (merged, rows) = merge_ndjson(bodies, false).unwrap();
     assert_eq!(rows, 30);
     lake.publish(&lake.file_path("dt=2026-11-27", 1, 30), merged.into())
         .await
