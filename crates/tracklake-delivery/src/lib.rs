@@ -23,7 +23,7 @@ pub use encode::{Format, SCHEMA, encode, record_batch};
 pub use inspect::{FileContents, read_lake};
 pub use lake::{
     APP_ID, Commit, FileName, FileStats, Lake, LakeConfig, LakeFile, Layout, NewFile, Operation,
-    S3Config, Snapshot, TABLE_DIR, Update, partition_day,
+    S3Config, Snapshot, TABLE_DIR, Update, partition_day, range_of,
 };
 pub use pipeline::{CONSUMER, Delivery, DeliveryConfig, Lag, Status, StreamConfig};
 

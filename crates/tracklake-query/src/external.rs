@@ -68,7 +68,8 @@ impl ExternalTable {
         for file in files {
             let path = file.location.as_ref();
             let name = path.rsplit('/').next().unwrap_or(path);
-            if name.starts_with(['_', '.']) {
+            // Hive skips hidden files and directories (`_delta_log/` too).
+            if path.split('/').any(|part| part.starts_with(['_', '.'])) {
                 continue;
             }
             let bytes = self.store.get(&file.location).await?.bytes().await?;

@@ -11,7 +11,7 @@
 use object_store::ObjectMeta;
 
 use super::delta::DeltaLog;
-use super::layout::{FileName, partition_day, split_covered};
+use super::layout::{FileName, partition_day, range_of, split_covered};
 use super::{Lake, NewFile};
 use crate::Error;
 
@@ -37,6 +37,8 @@ pub(super) async fn convert(lake: &Lake, delta: &DeltaLog, delivered: u64) -> Re
         {
             Some((name, day)) if name.last <= delivered => keep.push((file, day)),
             Some(_) => drop.push(file),
+            // Written for a Delta log but never committed to one.
+            None if range_of(&file.location).is_some() => drop.push(file),
             None => {
                 return Err(Error::Lake(format!(
                     "{} is not a file tracklake wrote; move it out of the lake and start again",

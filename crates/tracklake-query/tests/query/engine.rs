@@ -37,7 +37,7 @@ async fn fresh_events_are_counted_once() {
     )
     .unwrap();
     delivery.stop().await.unwrap(); // publishes and commits what it read
-    assert!(!lake.live_files().await.unwrap().is_empty());
+    assert!(!lake.snapshot().await.unwrap().files.is_empty());
     table.put(fresh.to_vec()).await.unwrap();
 
     let config = QueryConfig::default();

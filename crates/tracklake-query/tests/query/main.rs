@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use tracklake_delivery::{Format, Lake, LakeConfig, encode};
+use tracklake_delivery::{Format, Lake, LakeConfig, NewFile, Operation, Update, encode};
 use tracklake_event::Event;
 use tracklake_query::{Answer, Engine, QueryConfig};
 
@@ -37,14 +37,21 @@ impl Setup {
                 .or_default()
                 .push((i as u64 + 1, e));
         }
+        if lake.is_delta() {
+            lake.prepare(0).await.unwrap();
+        }
+        let mut added = Vec::new();
         for (partition, rows) in &partitions {
             for half in rows.chunks(rows.len().div_ceil(2)) {
                 let (first, last) = (half[0].0, half[half.len() - 1].0);
                 let refs: Vec<&Event> = half.iter().map(|(_, e)| *e).collect();
-                let body = encode(&refs, format, false).unwrap();
-                lake.publish(&lake.file_path(partition, first, last), body.into())
-                    .await
-                    .unwrap();
+                let body = bytes::Bytes::from(encode(&refs, format, false).unwrap());
+                let path = lake.file_path(partition, first, last);
+                lake.publish(&path, body.clone()).await.unwrap();
+                if lake.is_delta() {
+                    let day = tracklake_delivery::partition_day(partition).unwrap();
+                    added.push(NewFile::parquet(path, day, &body).unwrap());
+                }
             }
             let json_dir = dir.path().join("athena").join(partition);
             std::fs::create_dir_all(&json_dir).unwrap();
@@ -53,6 +60,16 @@ impl Setup {
                 json_dir.join("events.json"),
                 encode(&refs, Format::Ndjson, false).unwrap(),
             )
+            .unwrap();
+        }
+        if lake.is_delta() {
+            lake.commit(Update {
+                operation: Operation::Deliver,
+                add: added,
+                remove: Vec::new(),
+                delivered_through: Some(events.len() as u64),
+            })
+            .await
             .unwrap();
         }
         let mut config = QueryConfig::default();

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{Duration as Days, Utc};
-use tracklake_delivery::{Format, Lake, LakeConfig, encode};
+use tracklake_delivery::{
+    Format, Lake, LakeConfig, NewFile, Operation, Update, encode, partition_day,
+};
 use tracklake_event::{DeviceDetector, Rules, Validator};
 use tracklake_query::{Engine, QueryConfig, Reports};
 
@@ -42,7 +44,8 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let lake = Arc::new(Lake::open(&LakeConfig::default(), &args.data_dir)?);
-    if lake.live_files().await?.is_empty() {
+    lake.prepare(0).await?;
+    if lake.snapshot().await?.files.is_empty() {
         make_lake(&args, &lake).await?;
     } else {
         eprintln!("reusing the lake at {}", lake.location);
@@ -57,7 +60,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "lake: {} events in {} files",
         rows["rows"][0]["count(*)"],
-        lake.live_files().await?.len()
+        lake.snapshot().await?.files.len()
     );
     let reports = Reports::new(engine.clone(), &args.data_dir);
     let names: Vec<String> = if args.reports.is_empty() {
@@ -104,6 +107,7 @@ async fn make_lake(args: &Args, lake: &Lake) -> anyhow::Result<()> {
     let per_day = args.events.div_ceil(u64::from(args.days.max(1)));
     let mut seq = 0u64;
     let mut made = 0u64;
+    let mut added = Vec::new();
     for day in 0..args.days.max(1) {
         let n = per_day.min(args.events - made);
         let end = now - Days::days(i64::from(day));
@@ -125,8 +129,10 @@ async fn make_lake(args: &Args, lake: &Lake) -> anyhow::Result<()> {
             .await??;
             let (first, last) = (seq + 1, seq + len as u64);
             seq = last;
-            lake.publish(&lake.file_path(&partition, first, last), body.into())
-                .await?;
+            let (path, body) = (lake.file_path(&partition, first, last), body.into());
+            let day = partition_day(&partition).context("a partition names its date")?;
+            added.push(NewFile::parquet(path.clone(), day, &body)?);
+            lake.publish(&path, body).await?;
         }
         made += n;
         eprintln!(
@@ -135,5 +141,12 @@ async fn make_lake(args: &Args, lake: &Lake) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
+    lake.commit(Update {
+        operation: Operation::Deliver,
+        add: added,
+        remove: Vec::new(),
+        delivered_through: None,
+    })
+    .await?;
     Ok(())
 }

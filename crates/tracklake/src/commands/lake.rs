@@ -1,5 +1,6 @@
-//! `tracklake lake ls` and `tracklake lake verify`: what is in the lake, and
-//! whether every stored event is there exactly once.
+//! `tracklake lake ls`, `verify`, `history` and `migrate`: what is in the
+//! lake, whether every stored event is there exactly once, its commits, and
+//! converting a lake of an earlier tracklake into a Delta table.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -18,6 +19,17 @@ pub enum Command {
     /// Check that every event in the table is in the lake exactly once
     /// (run it while tracklake is stopped: it opens the table itself).
     Verify(Args),
+    /// The commits of the Delta log, newest first.
+    History {
+        #[command(flatten)]
+        args: Args,
+        /// How many commits.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Convert a Parquet lake of an earlier tracklake into a Delta table
+    /// (`serve` does it at start; run it while tracklake is stopped).
+    Migrate(Args),
 }
 
 #[derive(clap::Args)]
@@ -34,20 +46,38 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Ls(args) => ls(args).await,
         Command::Verify(args) => verify(args).await,
+        Command::History { args, limit } => history(args, limit).await,
+        Command::Migrate(args) => migrate(args).await,
     }
 }
 
-async fn ls(args: Args) -> anyhow::Result<()> {
-    let config = config::load(args.config.as_deref(), args.data_dir, None)?;
-    let lake = Lake::open(&config.lake, &config.data_dir)?;
-    let files = read_lake(&lake).await?;
+/// Partition → (files, rows, bytes): from the Delta log's statistics, or by
+/// reading the files of a plain lake.
+async fn partitions(lake: &Lake) -> anyhow::Result<BTreeMap<String, (usize, usize, u64)>> {
     let mut partitions: BTreeMap<String, (usize, usize, u64)> = BTreeMap::new();
-    for f in &files {
+    if lake.is_delta() {
+        let snapshot = lake.snapshot().await?;
+        for f in &snapshot.files {
+            let p = partitions.entry(format!("dt={}", f.day)).or_default();
+            p.0 += 1;
+            p.1 += f.rows().unwrap_or(0) as usize;
+            p.2 += f.size;
+        }
+        return Ok(partitions);
+    }
+    for f in read_lake(lake).await? {
         let p = partitions.entry(f.partition()).or_default();
         p.0 += 1;
         p.1 += f.events.len();
         p.2 += f.bytes;
     }
+    Ok(partitions)
+}
+
+async fn ls(args: Args) -> anyhow::Result<()> {
+    let config = config::load(args.config.as_deref(), args.data_dir, None)?;
+    let lake = Lake::open(&config.lake, &config.data_dir)?;
+    let partitions = partitions(&lake).await?;
     let rows: Vec<Vec<String>> = partitions
         .iter()
         .map(|(name, (files, rows, bytes))| {
@@ -59,15 +89,103 @@ async fn ls(args: Args) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    println!("lake at {}", lake.location);
+    match lake.is_delta() {
+        true => {
+            let snapshot = lake.snapshot().await?;
+            let version = snapshot
+                .version
+                .map_or("none yet".into(), |v| v.to_string());
+            let delivered = snapshot.delivered.unwrap_or(0);
+            println!(
+                "lake at {} (Delta table, version {version}, changes through {delivered})",
+                lake.location
+            );
+        }
+        false => println!("lake at {} (plain NDJSON files)", lake.location),
+    }
     print_table(&["PARTITION", "FILES", "ROWS", "BYTES"], &rows);
-    let (rows, bytes): (usize, u64) = partitions
+    let (files, rows, bytes) = partitions
         .values()
-        .fold((0, 0), |a, p| (a.0 + p.1, a.1 + p.2));
+        .fold((0, 0, 0), |a, p| (a.0 + p.0, a.1 + p.1, a.2 + p.2));
     println!(
-        "{} partitions, {} files, {rows} rows, {bytes} bytes",
-        partitions.len(),
-        files.len()
+        "{} partitions, {files} files, {rows} rows, {bytes} bytes",
+        partitions.len()
+    );
+    Ok(())
+}
+
+async fn history(args: Args, limit: usize) -> anyhow::Result<()> {
+    let config = config::load(args.config.as_deref(), args.data_dir, None)?;
+    let lake = Lake::open(&config.lake, &config.data_dir)?;
+    anyhow::ensure!(
+        lake.is_delta(),
+        "an NDJSON lake is plain files: it has no history"
+    );
+    let rows: Vec<Vec<String>> = lake
+        .history(limit)
+        .await?
+        .into_iter()
+        .map(|c| {
+            let details: Vec<String> = c
+                .details
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "clientVersion" | "engineInfo"))
+                .map(|(k, v)| {
+                    format!(
+                        "{k}={}",
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                    )
+                })
+                .collect();
+            vec![
+                c.version.to_string(),
+                c.at.map_or_else(String::new, |t| {
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                }),
+                c.operation,
+                details.join(" "),
+            ]
+        })
+        .collect();
+    println!("lake at {}", lake.location);
+    print_table(&["VERSION", "TIME", "OPERATION", "DETAILS"], &rows);
+    Ok(())
+}
+
+async fn migrate(args: Args) -> anyhow::Result<()> {
+    let config = config::load(args.config.as_deref(), args.data_dir, None)?;
+    let lake = Lake::open(&config.lake, &config.data_dir)?;
+    anyhow::ensure!(
+        lake.is_delta(),
+        "an NDJSON lake stays plain files: nothing to convert"
+    );
+    let table_dir = config.data_dir.join("table");
+    let delivered = match table_dir.exists() {
+        true => {
+            let table = EmbeddedTable::open(&table_dir, &config.table).with_context(|| {
+                format!("opening {} (stop tracklake first)", table_dir.display())
+            })?;
+            let delivered = table.checkpoint(CONSUMER).await?.unwrap_or(0);
+            table.close().await?;
+            delivered
+        }
+        // A lake without its table: every file was delivered.
+        false => lake
+            .files()
+            .await?
+            .iter()
+            .filter_map(|f| tracklake_delivery::range_of(&f.location))
+            .map(|(_, last)| last)
+            .max()
+            .unwrap_or(0),
+    };
+    let position = lake.prepare(delivered).await?;
+    let snapshot = lake.snapshot().await?;
+    println!(
+        "lake at {} is a Delta table: version {}, {} files, changes through {position}",
+        lake.location,
+        snapshot.version.unwrap_or(0),
+        snapshot.files.len()
     );
     Ok(())
 }
