@@ -251,7 +251,19 @@ type InFlight = Option<tokio::task::JoinHandle<Result<(), Error>>>;
 impl Worker {
     async fn run(mut self) -> Result<(), Error> {
         let p = self.publisher.clone();
-        let committed = p.resume().await?;
+        // The lake may be out of reach at start (S3 down): wait for it.
+        let mut backoff = Duration::from_millis(100);
+        let committed = loop {
+            match p.resume().await {
+                Ok(committed) => break committed,
+                Err(error) if !*self.stopping.borrow() => {
+                    tracing::error!(%error, "opening the lake for delivery failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(error) => return Err(error),
+            }
+        };
         p.status.delivered_seq.store(committed, Ordering::Relaxed);
         p.status.read_seq.store(committed, Ordering::Relaxed);
         let mut changes = p.table.watch_changes();

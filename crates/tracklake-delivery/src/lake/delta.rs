@@ -72,6 +72,11 @@ impl DeltaLog {
                 .await
                 .map_err(delta("reading the Delta log"))?,
             None => {
+                // Asked first: loading a missing log logs an error.
+                let exists = self.log_store.is_delta_table_location().await;
+                if !exists.map_err(delta("looking for the Delta log"))? {
+                    return Ok(None);
+                }
                 let mut table = DeltaTable::new(self.log_store.clone());
                 match table.load().await {
                     Ok(()) => *slot = Some(table),

@@ -166,17 +166,15 @@ impl Lake {
             source,
         })?;
         let store = LocalFileSystem::new_with_prefix(&dir).map_err(Error::Store)?;
+        let store: Arc<dyn ObjectStore> = Arc::new(store);
         let delta = match config.format {
             Format::Parquet => {
+                // Not made until the table is: a lake fed by Firehose
+                // never has one.
                 let table_dir = dir.join(TABLE_DIR);
-                std::fs::create_dir_all(&table_dir).map_err(|source| Error::CreateLake {
-                    path: table_dir.display().to_string(),
-                    source,
-                })?;
                 let url = url::Url::from_directory_path(&table_dir)
                     .map_err(|()| Error::UnsupportedLake(table_dir.display().to_string()))?;
-                let table_store =
-                    LocalFileSystem::new_with_prefix(&table_dir).map_err(Error::Store)?;
+                let table_store = PrefixStore::new(store.clone(), TABLE_DIR);
                 Some(delta::DeltaLog::new(
                     Arc::new(LocalFileSystem::new()),
                     Arc::new(table_store),
@@ -186,7 +184,7 @@ impl Lake {
             Format::Ndjson => None,
         };
         Ok(Lake {
-            store: Arc::new(store),
+            store,
             delta,
             rewriting: Default::default(),
             suppression: Default::default(),

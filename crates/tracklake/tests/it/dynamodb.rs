@@ -135,15 +135,7 @@ async fn the_stream_reaches_the_s3_lake_exactly_once_across_a_kill() {
                 .collect(),
         )
     };
-    let lake_counts = || async {
-        let mut counts = std::collections::HashMap::<String, usize>::new();
-        for key in moto.keys("stream-lake", "lake/events/").await {
-            for id in crate::harness::parquet_ids(moto.get("stream-lake", &key).await) {
-                *counts.entry(id).or_default() += 1;
-            }
-        }
-        counts
-    };
+    let lake_counts = || async { moto.delta_ids("stream-lake", "lake/events/").await };
     let wait_for = |n: usize| async move {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {

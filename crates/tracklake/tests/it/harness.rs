@@ -1,5 +1,6 @@
 //! Starts and stops real `tracklake serve` processes.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -171,25 +172,35 @@ impl Drop for Server {
 /// Config used by most tests: the article's two event types.
 pub const ARTICLE_CONFIG: &str = "[ingest]\nevent_types = [\"login\", \"material-view\"]\n";
 
-/// How often each event id occurs in the Parquet files under `lake_dir`,
-/// read with the `parquet` crate directly (not tracklake's reader).
+/// How often each event id occurs in the current version of the Delta
+/// table under `lake_dir`: the file list from delta-rs (not tracklake's
+/// reader), each file read with the `parquet` crate. Empty before the
+/// table exists.
 pub fn lake_ids(lake_dir: &Path) -> std::collections::HashMap<String, usize> {
+    let table_dir = lake_dir.join("events");
     let mut counts = std::collections::HashMap::new();
-    let mut stack = vec![lake_dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                let data = bytes::Bytes::from(std::fs::read(&path).unwrap());
-                for id in parquet_ids(data) {
-                    *counts.entry(id).or_default() += 1;
-                }
-            }
+    if !table_dir.join("_delta_log").exists() {
+        return counts;
+    }
+    let url = url::Url::from_directory_path(std::fs::canonicalize(&table_dir).unwrap()).unwrap();
+    // Tests call this from async code: open the table on a runtime of its own.
+    let files: Vec<String> = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let table = deltalake_core::open_table(url).await.unwrap();
+            table.get_file_uris().unwrap().collect()
+        })
+    })
+    .join()
+    .unwrap();
+    for uri in files {
+        let path = url::Url::parse(&uri)
+            .ok()
+            .and_then(|u| u.to_file_path().ok())
+            .unwrap_or_else(|| uri.into());
+        let data = bytes::Bytes::from(std::fs::read(&path).unwrap());
+        for id in parquet_ids(data) {
+            *counts.entry(id).or_default() += 1;
         }
     }
     counts
@@ -307,6 +318,40 @@ impl Moto {
             .filter_map(|s| s.split("</Key>").next())
             .map(str::to_owned)
             .collect()
+    }
+
+    /// How often each event id occurs in the current version of the Delta
+    /// table at `table` (`lake/events/`) in `bucket`: the log's commits
+    /// replayed here (adds less removes), each live file read with the
+    /// `parquet` crate.
+    pub async fn delta_ids(&self, bucket: &str, table: &str) -> HashMap<String, usize> {
+        let mut commits: Vec<String> = self
+            .keys(bucket, &format!("{table}_delta_log/"))
+            .await
+            .into_iter()
+            .filter(|k| k.ends_with(".json"))
+            .collect();
+        commits.sort();
+        let mut live = std::collections::BTreeSet::new();
+        for key in commits {
+            let body = self.get(bucket, &key).await;
+            for line in String::from_utf8_lossy(&body).lines() {
+                let action: Value = serde_json::from_str(line).unwrap();
+                if let Some(path) = action["add"]["path"].as_str() {
+                    live.insert(path.to_owned());
+                }
+                if let Some(path) = action["remove"]["path"].as_str() {
+                    live.remove(path);
+                }
+            }
+        }
+        let mut counts = HashMap::new();
+        for path in live {
+            for id in parquet_ids(self.get(bucket, &format!("{table}{path}")).await) {
+                *counts.entry(id).or_default() += 1;
+            }
+        }
+        counts
     }
 
     /// An object's bytes, through a signed GET (the emulator refuses

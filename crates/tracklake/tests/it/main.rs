@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod crash;
 mod deletion;
+mod delta;
 mod deploy;
 mod docs;
 mod dynamodb;

@@ -129,6 +129,7 @@ async fn an_alarm_fires_and_clears_and_the_webhook_hears_both() {
     );
     let s = Server::start(&data, &config);
     // A file where the lake's `events` directory must go: every upload fails.
+    let _ = std::fs::remove_dir_all(data.join("lake/events"));
     std::fs::write(data.join("lake/events"), b"not a directory").unwrap();
     assert_eq!(
         s.post(&json!({"user_id": 1, "event_type": "login"}))

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{AWS_TEST_ENV, Moto, Server, free_port, parquet_ids};
+use crate::harness::{AWS_TEST_ENV, Moto, Server, free_port};
 
 fn config(endpoint: &str) -> String {
     format!(
@@ -16,13 +16,7 @@ fn config(endpoint: &str) -> String {
 
 /// Each event id's count in the bucket's Parquet files.
 async fn counts(moto: &Moto) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for key in moto.keys("tracklake-test", "lake/events/").await {
-        for id in parquet_ids(moto.get("tracklake-test", &key).await) {
-            *counts.entry(id).or_default() += 1;
-        }
-    }
-    counts
+    moto.delta_ids("tracklake-test", "lake/events/").await
 }
 
 async fn wait_for(moto: &Moto, n: usize) -> HashMap<String, usize> {
@@ -75,12 +69,20 @@ async fn files_land_in_s3_under_the_documented_keys() {
         .trim_end_matches(".parquet")
         .split('-')
         .collect();
+    // The change range, then a unique id.
     assert!(
-        digits.len() == 2
-            && digits
+        digits.len() == 3
+            && digits[..2]
                 .iter()
-                .all(|d| d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit())),
+                .all(|d| d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit()))
+            && digits[2].len() == 32,
         "{name}"
+    );
+    // The Delta log sits beside the partitions.
+    assert!(
+        keys.iter()
+            .any(|k| k == "lake/events/_delta_log/00000000000000000000.json"),
+        "{keys:?}"
     );
 }
 

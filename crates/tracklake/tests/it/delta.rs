@@ -1,0 +1,175 @@
+//! The lake as a Delta table for readers outside tracklake: Python's
+//! `deltalake` and Polars count every acknowledged event exactly once,
+//! right after compaction and right after a deletion; and tracklake's own
+//! SQL never fails while compaction, deletion and vacuum change the lake.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{BIN, Server, have, lake_ids, runs};
+
+/// One-second delivery and compaction, and vacuum with no retention, so
+/// every kind of commit happens while a test watches.
+const CHURN_CONFIG: &str = "[ingest]\nevent_types = [\"login\", \"material-view\"]\n\
+     [delivery]\nbuffer_interval_secs = 1\n[compaction]\ninterval_secs = 1\n\
+     [lake]\nretention_secs = 0\n";
+
+/// Rows and distinct event ids per reader, and the users it saw.
+const COUNT: &str = r#"
+import json, sys
+import deltalake, polars as pl
+path = sys.argv[1]
+table = deltalake.DeltaTable(path).to_pyarrow_table(columns=["event_id", "user_id"])
+ids = table.column("event_id").to_pylist()
+frame = pl.read_delta(path)
+print(json.dumps({
+    "deltalake": [len(ids), len(set(ids))],
+    "polars": [frame.height, frame["event_id"].n_unique()],
+    "users": sorted(set(table.column("user_id").to_pylist())),
+}))
+"#;
+
+fn read_outside(lake: &std::path::Path) -> Value {
+    let out = Command::new("python3")
+        .args(["-c", COUNT])
+        .arg(lake.join("events"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `n` events of `user`, ids `<user>-<batch>-<i>`, over five days.
+fn events(user: &str, batch: usize, n: usize) -> Value {
+    let now = chrono::Utc::now();
+    Value::Array(
+        (0..n)
+            .map(|i| {
+                let at = now - chrono::Duration::days((i % 5) as i64);
+                json!({"user_id": user, "event_type": "login",
+                       "event_id": format!("{user}-{batch}-{i}"), "event_at": at.to_rfc3339()})
+            })
+            .collect(),
+    )
+}
+
+async fn status_of(s: &Server) -> Value {
+    s.get("/v1/status").await.1
+}
+
+#[tokio::test]
+async fn python_deltalake_and_polars_count_each_event_once() {
+    let present = runs("python3", &["-c", "import deltalake, polars"]);
+    if !have(
+        "Python deltalake and polars",
+        present,
+        "pip install deltalake polars",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lake = data.join("lake");
+    let s = Server::start(&data, CHURN_CONFIG);
+    // Several deliveries, so compaction has small files to merge.
+    for batch in 0..4 {
+        for user in ["ann", "ben", "cat"] {
+            assert_eq!(s.post(&events(user, batch, 10)).await.0, 200);
+        }
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lake_ids(&lake).len() < 120 || status_of(&s).await["delivery"]["compactions"] == 0 {
+        assert!(Instant::now() < deadline, "{}", status_of(&s).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seen = read_outside(&lake);
+    assert_eq!(seen["deltalake"], json!([120, 120]), "{seen}");
+    assert_eq!(seen["polars"], json!([120, 120]), "{seen}");
+
+    let response = reqwest::Client::new()
+        .delete(format!("{}/v1/users/ben/events", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.get(&location).await.1["state"] != "done" {
+        assert!(Instant::now() < deadline, "the deletion did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = read_outside(&lake);
+    assert_eq!(seen["deltalake"], json!([80, 80]), "{seen}");
+    assert_eq!(seen["polars"], json!([80, 80]), "{seen}");
+    assert_eq!(seen["users"], json!(["ann", "cat"]), "{seen}");
+
+    // The CLI reads the same log.
+    let out = Command::new(BIN)
+        .args(["lake", "history", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for operation in ["CREATE TABLE", "STREAMING UPDATE", "OPTIMIZE", "DELETE"] {
+        assert!(text.contains(operation), "no {operation} in\n{text}");
+    }
+}
+
+/// Queries run back to back while deliveries, compactions, a deletion and
+/// vacuum (no retention) change the lake: every one answers, and the
+/// events nobody deleted are each counted once.
+#[tokio::test]
+async fn no_query_fails_while_the_lake_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start(&data, CHURN_CONFIG);
+    let mut deletion = None;
+    let started = Instant::now();
+    let mut batch = 0;
+    let mut queries = 0;
+    while started.elapsed() < Duration::from_secs(14) {
+        // A batch every 1.3 s: each its own delivery, so compaction has
+        // small files to merge.
+        if batch < 8 && started.elapsed() >= Duration::from_millis(1300) * batch as u32 {
+            for user in ["ann", "ben", "cat"] {
+                assert_eq!(s.post(&events(user, batch, 25)).await.0, 200);
+            }
+            batch += 1;
+        }
+        if batch == 4 && deletion.is_none() {
+            let response = reqwest::Client::new()
+                .delete(format!("{}/v1/users/ben/events", s.url))
+                .send()
+                .await
+                .unwrap();
+            deletion = Some(response.headers()["location"].to_str().unwrap().to_owned());
+        }
+        let (status, answer) = s
+            .sql("SELECT count(*) AS n FROM events WHERE user_id <> 'ben'")
+            .await;
+        assert_eq!(status, 200, "query {queries} failed: {answer}");
+        let n = answer["rows"][0]["n"].as_u64().unwrap();
+        // Whatever the moment, no event of ann or cat is counted twice.
+        assert!(n <= batch as u64 * 50, "{n} after {batch} batches");
+        queries += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = status_of(&s).await;
+    assert!(
+        status["delivery"]["compactions"].as_u64() > Some(0),
+        "{status}"
+    );
+    let (_, job) = s.get(deletion.as_deref().unwrap()).await;
+    assert_eq!(job["state"], "done", "{job}");
+    let (_, answer) = s.sql("SELECT count(*) AS n FROM events").await;
+    assert_eq!(answer["rows"][0]["n"], 8 * 50, "{answer}");
+    assert!(queries > 20, "only {queries} queries ran");
+}
