@@ -72,16 +72,6 @@ pub fn athena_ddl(
     since: chrono::NaiveDate,
 ) -> String {
     let events = format!("{}/events/", location.trim_end_matches('/'));
-    if lake.format == Format::Parquet {
-        // A Delta table: Athena reads the columns, the partitions and the
-        // current version's files from the log (no projection, no columns).
-        return format!(
-            "CREATE DATABASE IF NOT EXISTS {database};\n\n\
-             CREATE EXTERNAL TABLE IF NOT EXISTS {database}.{table}\n\
-             LOCATION '{events}'\n\
-             TBLPROPERTIES ('table_type' = 'DELTA');\n"
-        );
-    }
     let columns: Vec<String> = match lake.format {
         Format::Parquet => SCHEMA
             .fields()
@@ -144,7 +134,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parquet_ddl_is_a_delta_table() {
+    fn parquet_hive_ddl_projects_the_dt_partitions() {
         let ddl = athena_ddl(
             &LakeConfig::default(),
             "s3://bucket/lake/",
@@ -152,13 +142,14 @@ mod tests {
             "events",
             chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
         );
-        assert_eq!(
-            ddl,
-            "CREATE DATABASE IF NOT EXISTS tracklake;\n\n\
-             CREATE EXTERNAL TABLE IF NOT EXISTS tracklake.events\n\
-             LOCATION 's3://bucket/lake/events/'\n\
-             TBLPROPERTIES ('table_type' = 'DELTA');\n"
-        );
+        assert!(ddl.contains(
+            "CREATE EXTERNAL TABLE IF NOT EXISTS tracklake.events (\n  event_id string,"
+        ));
+        assert!(ddl.contains("  event_at timestamp,"));
+        assert!(ddl.contains("  device_is_bot boolean\n)"));
+        assert!(ddl.contains("STORED AS PARQUET\nLOCATION 's3://bucket/lake/events/'"));
+        assert!(ddl.contains("'projection.dt.range' = '2024-01-01,NOW'"));
+        assert!(ddl.contains("'storage.location.template' = 's3://bucket/lake/events/dt=${dt}/'"));
         // Both statements parse in the Hive dialect, as Athena's DDL does.
         for statement in ddl.split(";\n").filter(|s| !s.trim().is_empty()) {
             assert!(tracklake_ddl::parse(statement).is_some(), "{statement}");

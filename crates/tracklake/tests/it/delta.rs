@@ -10,11 +10,12 @@ use serde_json::{Value, json};
 
 use crate::harness::{BIN, Server, have, lake_ids, runs};
 
-/// One-second delivery and compaction, and vacuum with no retention, so
-/// every kind of commit happens while a test watches.
+/// One-second delivery and compaction, and vacuum two seconds after a
+/// file is removed (queries take milliseconds), so every kind of commit
+/// happens while a test watches.
 const CHURN_CONFIG: &str = "[ingest]\nevent_types = [\"login\", \"material-view\"]\n\
      [delivery]\nbuffer_interval_secs = 1\n[compaction]\ninterval_secs = 1\n\
-     [lake]\nretention_secs = 0\n";
+     [lake]\nretention_secs = 2\n";
 
 /// Rows and distinct event ids per reader, and the users it saw.
 const COUNT: &str = r#"
@@ -124,7 +125,7 @@ async fn python_deltalake_and_polars_count_each_event_once() {
 }
 
 /// Queries run back to back while deliveries, compactions, a deletion and
-/// vacuum (no retention) change the lake: every one answers, and the
+/// vacuum change the lake: every one answers, and the
 /// events nobody deleted are each counted once.
 #[tokio::test]
 async fn no_query_fails_while_the_lake_changes() {
