@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 pub use sqlparser;
-use sqlparser::ast::{CreateTable, HiveDistributionStyle, SqlOption, Statement};
+use sqlparser::ast::{
+    CreateTable, CreateTableOptions, HiveDistributionStyle, SqlOption, Statement,
+};
 use sqlparser::dialect::HiveDialect;
 use sqlparser::parser::Parser;
 
@@ -121,6 +123,10 @@ pub struct TableDef {
     pub location: String,
     /// `'mapping.<column>' = '<json key>'` SerDe properties.
     pub mapping: BTreeMap<String, String>,
+    /// `TBLPROPERTIES ('table_type' = 'DELTA')`: a Delta Lake table, whose
+    /// columns, partitions and files come from its log (Athena's DDL for
+    /// one declares no columns).
+    pub delta: bool,
 }
 
 impl TableDef {
@@ -158,18 +164,47 @@ impl TableDef {
             .flatten()
         {
             if let SqlOption::KeyValue { key, value } = option {
-                let key = key.value.trim_matches(['\'', '"']).to_lowercase();
-                let value = value.to_string().trim_matches(['\'', '"']).to_owned();
+                let key = unquote(&key.value).to_lowercase();
+                let value = unquote(&value.to_string()).to_owned();
                 if let Some(column) = key.strip_prefix("mapping.") {
                     mapping.insert(column.to_owned(), value);
                 }
             }
+        }
+        let table_type = match &create.table_options {
+            CreateTableOptions::TableProperties(options) => options.iter().find_map(|o| match o {
+                SqlOption::KeyValue { key, value }
+                    if unquote(&key.value).eq_ignore_ascii_case("table_type") =>
+                {
+                    Some(unquote(&value.to_string()).to_uppercase())
+                }
+                _ => None,
+            }),
+            _ => None,
+        };
+        let delta = match table_type.as_deref() {
+            None | Some("HIVE") => false,
+            Some("DELTA") => true,
+            Some(other) => {
+                return Err(DdlError(format!(
+                    "table_type '{other}' is not supported: tracklake reads Hive tables (files under a location) and DELTA tables"
+                )));
+            }
+        };
+        if delta && !(columns.is_empty() && partitions.is_empty()) {
+            return Err(DdlError(
+                "a DELTA table takes its columns and partitions from its log: declare none (CREATE EXTERNAL TABLE t LOCATION '…' TBLPROPERTIES ('table_type' = 'DELTA'))".into(),
+            ));
+        }
+        if !delta && columns.is_empty() {
+            return Err(DdlError("CREATE EXTERNAL TABLE needs columns".into()));
         }
         Ok(TableDef {
             columns,
             partitions,
             location: map_location(&location, locations),
             mapping,
+            delta,
         })
     }
 
@@ -182,6 +217,10 @@ impl TableDef {
             .map(|(name, t)| Field::new(name, t.clone(), true));
         Arc::new(Schema::new(fields.collect::<Vec<_>>()))
     }
+}
+
+fn unquote(text: &str) -> &str {
+    text.trim_matches(['\'', '"'])
 }
 
 /// Applies the longest matching `[query.locations]` prefix.
@@ -328,6 +367,44 @@ mod tests {
         assert_eq!(def.columns[0], ("d".to_owned(), DataType::Utf8));
         // An unclosed type is left for the parser to refuse.
         assert!(parse("CREATE EXTERNAL TABLE t (d map<string LOCATION 's3://b/'").is_none());
+    }
+
+    #[test]
+    fn delta_tables_take_their_columns_from_the_log() {
+        let def = |sql: &str| {
+            let Some(Statement::CreateTable(create)) = parse(sql) else {
+                panic!("{sql} does not parse");
+            };
+            TableDef::from_statement(&create, &BTreeMap::new())
+        };
+        // Athena's DDL for a Delta table: no columns.
+        let delta = def(
+            "CREATE EXTERNAL TABLE IF NOT EXISTS db.events LOCATION 's3://b/lake/events/' \
+             TBLPROPERTIES ('table_type' = 'DELTA')",
+        )
+        .unwrap();
+        assert!(delta.delta && delta.columns.is_empty());
+        assert_eq!(delta.location, "s3://b/lake/events/");
+        let hive =
+            def("CREATE EXTERNAL TABLE t (n int) LOCATION 's3://b/' TBLPROPERTIES ('a' = 'b')");
+        assert!(!hive.unwrap().delta);
+        for (sql, rule) in [
+            (
+                "CREATE EXTERNAL TABLE t (n int) LOCATION 's3://b/' TBLPROPERTIES ('table_type' = 'delta')",
+                "declare none",
+            ),
+            (
+                "CREATE EXTERNAL TABLE t LOCATION 's3://b/' TBLPROPERTIES ('table_type' = 'ICEBERG')",
+                "table_type 'ICEBERG' is not supported",
+            ),
+            (
+                "CREATE EXTERNAL TABLE t LOCATION 's3://b/'",
+                "needs columns",
+            ),
+        ] {
+            let error = def(sql).unwrap_err().0;
+            assert!(error.contains(rule), "{sql}: {error}");
+        }
     }
 
     #[test]

@@ -22,10 +22,12 @@ pub use deletion::{DeletionJob, Deletions, JobState};
 pub use encode::{Format, SCHEMA, encode, record_batch};
 pub use inspect::{FileContents, read_lake};
 pub use lake::{
-    APP_ID, Commit, FileName, FileStats, Lake, LakeConfig, LakeFile, Layout, NewFile, Operation,
-    S3Config, Snapshot, TABLE_DIR, Update, partition_day, range_of,
+    APP_ID, Commit, DeltaReader, FileName, FileStats, Lake, LakeConfig, LakeFile, Layout, NewFile,
+    Operation, S3Config, Snapshot, TABLE_DIR, TableVersion, Update, lake_store, partition_day,
+    range_of,
 };
 pub use pipeline::{CONSUMER, Delivery, DeliveryConfig, Lag, Status, StreamConfig};
+pub use publish::{STREAM, claim_lake};
 
 /// Where delivery sends events instead of writing lake files itself, such
 /// as Kinesis Firehose (tracklake-aws), which then writes the lake.
@@ -38,6 +40,13 @@ pub trait RecordSink: Send + Sync {
     ) -> tracklake_table::BoxFuture<'a, Result<u64, String>>;
 }
 
+impl Error {
+    /// Whether trying again cannot help (unlike an unreachable lake).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::LakeTaken(_))
+    }
+}
+
 /// Errors of the delivery stage, named after the failed operation.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -45,7 +54,7 @@ pub enum Error {
     Config(String),
     #[error("lake URL {0:?}: use a directory, file:///path or s3://bucket/prefix/")]
     UnsupportedLake(String),
-    #[error("creating the lake directory {path}: {source}")]
+    #[error("the lake directory {path}: {source}")]
     CreateLake {
         path: String,
         source: std::io::Error,
@@ -61,6 +70,10 @@ pub enum Error {
         "the lake at {0} is in an earlier tracklake's layout: start `tracklake serve` or run `tracklake lake migrate` to convert it into a Delta table"
     )]
     NeedsMigration(String),
+    #[error(
+        "the lake at {0} holds the deliveries of another tracklake data directory, and two must not share one lake: give this one a lake.url of its own (or move the lake's files away to start it afresh)"
+    )]
+    LakeTaken(String),
     #[error("lake storage: {0}")]
     Store(#[from] object_store::Error),
     #[error("decoding an event of the change log: {0}")]

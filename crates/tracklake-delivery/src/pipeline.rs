@@ -256,7 +256,7 @@ impl Worker {
         let committed = loop {
             match p.resume().await {
                 Ok(committed) => break committed,
-                Err(error) if !*self.stopping.borrow() => {
+                Err(error) if !*self.stopping.borrow() && !error.is_fatal() => {
                     tracing::error!(%error, "opening the lake for delivery failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));

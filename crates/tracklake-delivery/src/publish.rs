@@ -27,6 +27,37 @@ use crate::partitions::{EncodedFile, encode_partitions};
 use crate::pipeline::{CONSUMER, INTENT, Status};
 use crate::{Error, Lake};
 
+/// The table checkpoint holding the id of its change stream: the id its
+/// Delta lake is made with, and checked against at every start.
+pub const STREAM: &str = "lake.stream";
+
+/// Opens a Delta lake for delivery from `table`: makes its log (converting
+/// a lake of an earlier layout), and refuses a lake that holds another
+/// data directory's deliveries, since the positions of two change streams
+/// mean nothing to each other. Returns the stream position the log holds.
+pub async fn claim_lake(table: &dyn ChangeLog, lake: &Lake) -> Result<u64, Error> {
+    let committed = table.checkpoint(CONSUMER).await?.unwrap_or(0);
+    let ours = table.checkpoint(STREAM).await?;
+    let stream = ours.unwrap_or_else(|| uuid::Uuid::now_v7().as_u64_pair().1 | 1);
+    let snapshot = lake.prepare(stream, committed).await?;
+    let delivered = snapshot.delivered.unwrap_or(0);
+    let taken = match (ours, snapshot.stream) {
+        (Some(ours), Some(theirs)) => ours != theirs,
+        // A table that never delivered, before a log that holds deliveries.
+        (None, _) => committed == 0 && delivered > 0,
+        // A log made before tables named their stream.
+        (Some(_), None) => false,
+    };
+    if taken {
+        return Err(Error::LakeTaken(lake.location.clone()));
+    }
+    if ours.is_none() {
+        let named = snapshot.stream.unwrap_or(stream);
+        table.save_checkpoint(STREAM, named).await?;
+    }
+    Ok(delivered)
+}
+
 /// Publishes buffers, one at a time and in order.
 pub(crate) struct Publisher {
     pub table: Arc<dyn ChangeLog>,
@@ -57,7 +88,7 @@ impl Publisher {
     pub async fn resume(&self) -> Result<u64, Error> {
         let committed = self.table.checkpoint(CONSUMER).await?.unwrap_or(0);
         if self.lake.is_delta() && self.lake.sink().is_none() {
-            let in_log = self.lake.prepare(committed).await?;
+            let in_log = claim_lake(&*self.table, &self.lake).await?;
             if in_log < committed {
                 tracing::error!(
                     in_log,
@@ -214,6 +245,8 @@ impl Publisher {
         changes: &Arc<Vec<Change>>,
         erased: Arc<HashSet<u64>>,
     ) -> Result<Published, Error> {
+        // Vacuum waits until these files are committed.
+        let _delivering = self.lake.delivering().await;
         let (files, published) = self.write_files(from, to, changes, erased).await?;
         let add = files
             .into_iter()

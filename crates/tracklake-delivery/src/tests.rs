@@ -10,6 +10,8 @@ use tracklake_table::{ChangeLog, EmbeddedTable, Table, TableConfig};
 
 use crate::{Delivery, DeliveryConfig, Format, Lake, LakeConfig, Layout, read_lake};
 
+mod migration;
+
 fn event(id: &str, day: u32) -> Event {
     Event {
         event_id: id.into(),
@@ -178,7 +180,7 @@ async fn a_delivery_cut_short_is_neither_lost_nor_doubled_in_a_delta_lake() {
         .unwrap();
     // Changes 1..=10 were committed, but the process died before it moved
     // the table's checkpoint.
-    assert_eq!(s.lake.prepare(0).await.unwrap(), 0);
+    assert_eq!(crate::claim_lake(&*s.table, &s.lake).await.unwrap(), 0);
     let first: Vec<Event> = (0..10)
         .map(|i| event(&format!("e{i}"), 20 + i % 3))
         .collect();
@@ -207,6 +209,33 @@ async fn a_delivery_cut_short_is_neither_lost_nor_doubled_in_a_delta_lake() {
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");
     assert_eq!(s.table.checkpoint("lake").await.unwrap(), Some(30));
     assert_eq!(s.lake.snapshot().await.unwrap().delivered, Some(30));
+}
+
+/// A second data directory's table pointed at a lake that holds the first
+/// one's deliveries is refused (its change positions would skip or double
+/// events); the first keeps delivering to it.
+#[tokio::test]
+async fn two_tables_cannot_share_one_lake() {
+    let first = setup(LakeConfig::default());
+    first
+        .table
+        .put((0..5).map(|i| event(&format!("e{i}"), 20)).collect())
+        .await
+        .unwrap();
+    first.deliver(900).stop().await.unwrap();
+    let other = Arc::new(
+        EmbeddedTable::open(&first._dir.path().join("other"), &TableConfig::default()).unwrap(),
+    );
+    let error = crate::claim_lake(&*other, &first.lake).await.unwrap_err();
+    assert!(matches!(error, crate::Error::LakeTaken(_)), "{error}");
+    assert!(error.is_fatal());
+    assert!(error.to_string().contains("lake.url of its own"), "{error}");
+    // Nothing changed for the table that owns it.
+    assert_eq!(
+        crate::claim_lake(&*first.table, &first.lake).await.unwrap(),
+        5
+    );
+    assert_eq!(counts(&first.lake).await.len(), 5);
 }
 
 #[tokio::test]

@@ -246,7 +246,7 @@ impl Catalog {
         }
         let def = TableDef::from_statement(&create, &self.locations)
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        let provider = ExternalTable::open(def, &self.lake)?;
+        let provider = ExternalTable::open(def, &self.lake).await?;
         schema.register_table(table.clone(), Arc::new(provider))?;
         self.save(|saved| {
             saved

@@ -8,6 +8,11 @@
 //! `key=value` directories give the partition columns. Files whose names
 //! start with `_` or `.` (markers, staged uploads) are skipped, like Hive.
 //!
+//! A Delta Lake table (`TBLPROPERTIES ('table_type' = 'DELTA')`, Athena's
+//! DDL for one) takes its columns and partitions from its log when it is
+//! defined, and each scan reads the files of the log's newest version,
+//! with their partition values from the log.
+//!
 //! Every scan reads what the location holds then, so new files need no
 //! `MSCK REPAIR`. These tables are for Athena statements brought along; the
 //! built-in `events` table is the fast path (pruned, streamed Parquet).
@@ -28,7 +33,7 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use futures_util::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
-use tracklake_delivery::{Lake, LakeConfig};
+use tracklake_delivery::{DeltaReader, Lake};
 
 use tracklake_ddl::TableDef;
 
@@ -37,6 +42,8 @@ use crate::Error;
 pub struct ExternalTable {
     def: TableDef,
     store: Arc<dyn ObjectStore>,
+    /// The log of a Delta table.
+    delta: Option<DeltaReader>,
 }
 
 impl std::fmt::Debug for ExternalTable {
@@ -48,20 +55,42 @@ impl std::fmt::Debug for ExternalTable {
 }
 
 impl ExternalTable {
-    /// Opens the location with the lake's S3 settings (endpoint, region, …).
-    pub fn open(def: TableDef, lake: &Lake) -> Result<ExternalTable, Error> {
-        let config = LakeConfig {
-            url: def.location.clone(),
-            s3: lake.s3_config().clone(),
-            ..LakeConfig::default()
+    /// Opens the location with the lake's S3 settings (endpoint, region, …);
+    /// a Delta table's columns are read from its log.
+    pub async fn open(mut def: TableDef, lake: &Lake) -> Result<ExternalTable, Error> {
+        let location_error = |e: tracklake_delivery::Error| {
+            Error::Invalid(format!("LOCATION '{}': {e}", def.location))
         };
-        let store = Lake::open(&config, std::path::Path::new("."))
-            .map_err(|e| Error::Invalid(format!("LOCATION '{}': {e}", def.location)))?
-            .store();
-        Ok(ExternalTable { def, store })
+        if def.delta {
+            let reader =
+                DeltaReader::open(&def.location, lake.s3_config()).map_err(location_error)?;
+            let version = reader.version().await.map_err(location_error)?;
+            for field in version.schema.fields() {
+                let column = (field.name().to_lowercase(), field.data_type().clone());
+                match version.partition_columns.contains(field.name()) {
+                    true => def.partitions.push(column),
+                    false => def.columns.push(column),
+                }
+            }
+            return Ok(ExternalTable {
+                def,
+                store: reader.store(),
+                delta: Some(reader),
+            });
+        }
+        let store = tracklake_delivery::lake_store(&def.location, lake.s3_config())
+            .map_err(location_error)?;
+        Ok(ExternalTable {
+            def,
+            store,
+            delta: None,
+        })
     }
 
     async fn read_all(&self) -> Result<Vec<RecordBatch>> {
+        if let Some(reader) = &self.delta {
+            return self.read_version(reader).await;
+        }
         let mut files: Vec<_> = self.store.list(None).try_collect().await?;
         files.sort_by(|a, b| a.location.cmp(&b.location));
         let mut batches = Vec::new();
@@ -80,7 +109,37 @@ impl ExternalTable {
             };
             let batch =
                 read.map_err(|e| DataFusionError::Execution(format!("reading {path}: {e}")))?;
-            batches.push(self.with_partitions(batch, path)?);
+            // Partition values from the `key=value` directories.
+            let value = |name: &str| {
+                path.split('/')
+                    .filter_map(|segment| segment.split_once('='))
+                    .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                    .map(|(_, value)| value.to_owned())
+            };
+            batches.push(self.with_partitions(batch, value)?);
+        }
+        Ok(batches)
+    }
+
+    /// The files of the Delta log's newest version.
+    async fn read_version(&self, reader: &DeltaReader) -> Result<Vec<RecordBatch>> {
+        let version = reader
+            .version()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let mut batches = Vec::with_capacity(version.files.len());
+        for (path, partitions) in &version.files {
+            let bytes = self.store.get(path).await?.bytes().await?;
+            let batch = self
+                .parquet(bytes)
+                .map_err(|e| DataFusionError::Execution(format!("reading {path}: {e}")))?;
+            let value = |name: &str| {
+                partitions
+                    .iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                    .and_then(|(_, value)| value.clone())
+            };
+            batches.push(self.with_partitions(batch, value)?);
         }
         Ok(batches)
     }
@@ -194,15 +253,15 @@ impl ExternalTable {
         )?)
     }
 
-    /// Adds the partition columns, from `key=value` directories in `path`.
-    fn with_partitions(&self, batch: RecordBatch, path: &str) -> Result<RecordBatch> {
+    /// Adds the partition columns, each with `value(name)` in every row.
+    fn with_partitions(
+        &self,
+        batch: RecordBatch,
+        value: impl Fn(&str) -> Option<String>,
+    ) -> Result<RecordBatch> {
         let mut columns = batch.columns().to_vec();
         for (name, t) in &self.def.partitions {
-            let value = path
-                .split('/')
-                .filter_map(|segment| segment.split_once('='))
-                .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                .map(|(_, value)| value.to_owned());
+            let value = value(name);
             let text: ArrayRef = Arc::new(StringArray::from(vec![value; batch.num_rows()]));
             columns.push(self.cast(&text, t)?);
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tracklake_aws::{DynamoTable, FirehoseSink, StreamReader};
-use tracklake_delivery::{Deletions, Delivery, Lake};
+use tracklake_delivery::{Deletions, Delivery, Lake, claim_lake};
 use tracklake_event::{Privacy, Rules, Validator};
 use tracklake_metrics::{Alarms, Exporter, History, Monitor, names};
 use tracklake_query::{Engine, Error as QueryError, ReportError, Reports, to_json_rows};
@@ -47,6 +47,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let lake = Arc::new(lake);
     let lake_location = lake.location.clone();
+    // A lake that holds another data directory's deliveries is refused at
+    // once, not by a delivery that cannot start. An unreachable lake is
+    // left to delivery, which waits for it while events are taken.
+    if let Some(embedded) = &embedded
+        && lake.is_delta()
+        && lake.sink().is_none()
+    {
+        let claim = claim_lake(&**embedded, &lake);
+        match tokio::time::timeout(Duration::from_secs(10), claim).await {
+            Ok(Err(error)) if error.is_fatal() => return Err(error).context("opening the lake"),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "the lake is out of reach; delivery waits for it")
+            }
+            Err(_) => tracing::warn!("the lake is slow to answer; delivery waits for it"),
+            Ok(Ok(_)) => {}
+        }
+    }
     // On DynamoDB, the table's stream, the Lambda and Firehose deliver.
     let delivery = match &embedded {
         Some(embedded) => Some(Arc::new(

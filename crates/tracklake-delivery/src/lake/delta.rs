@@ -13,41 +13,52 @@
 //! is locked); two data directories must not share one lake URL.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use chrono::{NaiveDate, Utc};
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, CommitInfo, DataType, Remove, Transaction};
 use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
 use deltalake_core::protocol::{DeltaOperation, OutputMode, SaveMode};
-use deltalake_core::{DeltaTable, DeltaTableError, ObjectStore};
+use deltalake_core::{DeltaTable, DeltaTableError};
 use futures_util::TryStreamExt;
 use object_store::path::Path;
-use url::Url;
 
 use super::layout::{PARTITION_COLUMN, TABLE_DIR};
+use super::place::Place;
 use super::stats::{FileStats, STATS_COLUMNS};
-use super::{LakeFile, Operation, Snapshot, Update};
+use super::{LakeFile, Operation, Snapshot, TableVersion, Update};
 use crate::Error;
 use crate::encode::SCHEMA;
 
 /// The application id of tracklake's delivery in the log's `txn` actions.
 pub const APP_ID: &str = "tracklake-delivery";
 
+/// The table property naming the change stream (one data directory's
+/// table) whose deliveries the table holds.
+pub const STREAM_PROPERTY: &str = "tracklake.stream";
+
 /// One Delta table and the lock its commits take.
 pub(crate) struct DeltaLog {
     log_store: LogStoreRef,
+    /// Where the table is in the store its files are read from: `events`
+    /// in the lake's, nothing in the table's own.
+    prefix: String,
     /// The table as last loaded; commits hold the lock while they run.
     table: tokio::sync::Mutex<Option<DeltaTable>>,
 }
 
 impl DeltaLog {
-    /// The table at `url` (the lake's `events/`), through `root` (the
-    /// store of the bucket or file system) and `table_store` (rooted at the table).
-    pub fn new(root: Arc<dyn ObjectStore>, table_store: Arc<dyn ObjectStore>, url: &Url) -> Self {
-        let log_store = default_logstore(table_store, root, url, &StorageConfig::default());
+    /// The table at `table`; the paths of its files are given under `prefix`.
+    pub fn new(table: &Place, prefix: &str) -> Self {
+        let log_store = default_logstore(
+            table.here.clone(),
+            table.root.clone(),
+            &table.url,
+            &StorageConfig::default(),
+        );
         DeltaLog {
             log_store,
+            prefix: prefix.to_owned(),
             table: tokio::sync::Mutex::new(None),
         }
     }
@@ -58,7 +69,39 @@ impl DeltaLog {
         let Some(table) = self.refresh(&mut guard).await? else {
             return Ok(None);
         };
-        snapshot_of(table, &self.log_store).await.map(Some)
+        snapshot_of(table, &self.log_store, &self.prefix)
+            .await
+            .map(Some)
+    }
+
+    /// The newest version's schema, partition columns and files, for a
+    /// table of any shape; `None` when there is no table.
+    pub async fn table_version(&self) -> Result<Option<TableVersion>, Error> {
+        let mut guard = self.table.lock().await;
+        let Some(table) = self.refresh(&mut guard).await? else {
+            return Ok(None);
+        };
+        let state = table.snapshot().map_err(delta("reading the Delta log"))?;
+        let files = state
+            .log_data()
+            .iter()
+            .map(|view| {
+                (
+                    self.path_of(&view.object_store_path()),
+                    view.partition_values_map(),
+                )
+            })
+            .collect();
+        Ok(Some(TableVersion {
+            version: state.version(),
+            schema: state.snapshot().arrow_schema(),
+            partition_columns: state.metadata().partition_columns().to_vec(),
+            files,
+        }))
+    }
+
+    fn path_of(&self, relative: &Path) -> Path {
+        Path::from(format!("{}/{relative}", self.prefix))
     }
 
     /// Loads the newest version into `slot`; `None` when there is no table.
@@ -88,11 +131,13 @@ impl DeltaLog {
         Ok(slot.as_ref())
     }
 
-    /// Creates the table, holding `files` from the start (a migration) and
-    /// the stream position `delivered`, in one commit.
+    /// Creates the table for the change stream `stream`, holding `files`
+    /// from the start (a migration) and the stream position `delivered`,
+    /// in one commit.
     pub async fn create(
         &self,
         files: Vec<super::NewFile>,
+        stream: u64,
         delivered: u64,
         retention_secs: u64,
     ) -> Result<(), Error> {
@@ -111,6 +156,9 @@ impl DeltaLog {
                 deltalake_core::TableProperty::DeletedFileRetentionDuration,
                 Some(format!("interval {retention_secs} seconds")),
             )
+            // tracklake's own property, beside Delta's.
+            .with_raise_if_key_not_exists(false)
+            .with_configuration([(STREAM_PROPERTY, Some(stream.to_string()))])
             .with_actions(files.into_iter().map(add_action))
             .with_commit_properties(
                 CommitProperties::default().with_application_transaction(transaction(delivered)),
@@ -224,7 +272,11 @@ impl DeltaLog {
 }
 
 /// The files and stream position of the table's current version.
-async fn snapshot_of(table: &DeltaTable, log_store: &LogStoreRef) -> Result<Snapshot, Error> {
+async fn snapshot_of(
+    table: &DeltaTable,
+    log_store: &LogStoreRef,
+    prefix: &str,
+) -> Result<Snapshot, Error> {
     let state = table.snapshot().map_err(delta("reading the Delta log"))?;
     let mut files = Vec::with_capacity(state.log_data().num_files());
     for view in state.log_data().iter() {
@@ -238,7 +290,7 @@ async fn snapshot_of(table: &DeltaTable, log_store: &LogStoreRef) -> Result<Snap
             .ok_or_else(|| Error::Lake(format!("{relative} has no dt partition value")))?;
         let stats = view.stats().as_deref().and_then(FileStats::parse);
         files.push(LakeFile {
-            path: Path::from(format!("{TABLE_DIR}/{relative}")),
+            path: Path::from(format!("{prefix}/{relative}")),
             day,
             size: view.size().max(0) as u64,
             stats,
@@ -249,10 +301,16 @@ async fn snapshot_of(table: &DeltaTable, log_store: &LogStoreRef) -> Result<Snap
         .await
         .map_err(delta("reading the stream position"))?
         .map(|v| v.max(0) as u64);
+    let stream = state
+        .table_config()
+        .unknown_properties
+        .get(STREAM_PROPERTY)
+        .and_then(|s| s.parse().ok());
     Ok(Snapshot {
         version: Some(state.version()),
         files,
         delivered,
+        stream,
     })
 }
 

@@ -25,7 +25,12 @@ pub(super) async fn legacy_files(lake: &Lake) -> Result<Vec<ObjectMeta>, Error> 
         .collect())
 }
 
-pub(super) async fn convert(lake: &Lake, delta: &DeltaLog, delivered: u64) -> Result<(), Error> {
+pub(super) async fn convert(
+    lake: &Lake,
+    delta: &DeltaLog,
+    stream: u64,
+    delivered: u64,
+) -> Result<(), Error> {
     let (live, superseded) = split_covered(legacy_files(lake).await?);
     let mut keep = Vec::new();
     let mut drop = superseded;
@@ -59,7 +64,9 @@ pub(super) async fn convert(lake: &Lake, delta: &DeltaLog, delivered: u64) -> Re
         lake = %lake.location,
         "converting the lake into a Delta table"
     );
-    delta.create(adds, delivered, lake.retention_secs()).await?;
+    delta
+        .create(adds, stream, delivered, lake.retention_secs())
+        .await?;
     for file in drop {
         lake.delete(&file.location).await?;
     }

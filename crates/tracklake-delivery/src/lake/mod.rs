@@ -11,16 +11,15 @@ mod config;
 mod delta;
 mod layout;
 mod migrate;
+mod place;
+mod reader;
 mod stats;
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::prefix::PrefixStore;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use tracklake_event::{Event, Privacy};
 
@@ -32,7 +31,15 @@ pub use delta::APP_ID;
 pub use layout::{
     FileName, Naming, TABLE_DIR, error_path, partition_day, partition_of, range_of, split_covered,
 };
+use place::{Missing, Place};
+pub use reader::{DeltaReader, TableVersion};
 pub use stats::FileStats;
+
+/// The store rooted at `url` (a directory, `file://` or `s3://` URL), for
+/// reading files tracklake did not write.
+pub fn lake_store(url: &str, s3: &S3Config) -> Result<Arc<dyn ObjectStore>, Error> {
+    Ok(Place::open(url, s3, FsPath::new("."), Missing::Create)?.here)
+}
 
 /// One data file of a snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +121,8 @@ pub struct Snapshot {
     pub files: Vec<LakeFile>,
     /// The newest change of the stream in these files.
     pub delivered: Option<u64>,
+    /// The change stream the table is delivered from, when the log says.
+    pub stream: Option<u64>,
 }
 
 /// One commit of the lake's history.
@@ -134,6 +143,11 @@ pub struct Lake {
     /// Held by whatever rewrites published files (compaction, erasure),
     /// so one never merges what the other is about to replace.
     rewriting: tokio::sync::Mutex<()>,
+    /// Held shared by a delivery from its first put to its commit, and
+    /// exclusively by vacuum (with `rewriting`): vacuum never takes a file
+    /// about to be committed for one a crash left behind, however long
+    /// the puts before its commit retry.
+    uncommitted: tokio::sync::RwLock<()>,
     /// Users whose events delivery must leave out while they are deleted.
     pub(crate) suppression: crate::deletion::Suppression,
     /// When set, delivery sends events here instead of writing files.
@@ -147,123 +161,22 @@ pub struct Lake {
 
 impl Lake {
     pub fn open(config: &LakeConfig, data_dir: &FsPath) -> Result<Self, Error> {
-        if let Some(rest) = config.url.strip_prefix("s3://") {
-            return Self::open_s3(config, rest);
-        }
-        let dir = match config.url.as_str() {
-            "" => data_dir.join("lake"),
-            url if url.contains("://") && !url.starts_with("file://") => {
-                return Err(Error::UnsupportedLake(url.to_owned()));
-            }
-            url => url.trim_start_matches("file://").into(),
-        };
-        std::fs::create_dir_all(&dir).map_err(|source| Error::CreateLake {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        let dir = std::fs::canonicalize(&dir).map_err(|source| Error::CreateLake {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        let store = LocalFileSystem::new_with_prefix(&dir).map_err(Error::Store)?;
-        let store: Arc<dyn ObjectStore> = Arc::new(store);
+        let place = Place::open(&config.url, &config.s3, data_dir, Missing::Create)?;
         let delta = match config.format {
-            Format::Parquet => {
-                // Not made until the table is: a lake fed by Firehose
-                // never has one.
-                let table_dir = dir.join(TABLE_DIR);
-                let url = url::Url::from_directory_path(&table_dir)
-                    .map_err(|()| Error::UnsupportedLake(table_dir.display().to_string()))?;
-                let table_store = PrefixStore::new(store.clone(), TABLE_DIR);
-                Some(delta::DeltaLog::new(
-                    Arc::new(LocalFileSystem::new()),
-                    Arc::new(table_store),
-                    &url,
-                ))
-            }
+            // Not made until the table is: a lake fed by Firehose never has one.
+            Format::Parquet => Some(delta::DeltaLog::new(&place.join(TABLE_DIR)?, TABLE_DIR)),
             Format::Ndjson => None,
         };
         Ok(Lake {
-            store,
+            store: place.here,
             delta,
             rewriting: Default::default(),
+            uncommitted: Default::default(),
             suppression: Default::default(),
             sink: None,
             config: config.clone(),
             privacy: Privacy::keep(),
-            location: dir.display().to_string(),
-        })
-    }
-
-    /// `bucket/prefix` of an `s3://` URL.
-    fn open_s3(config: &LakeConfig, bucket_and_prefix: &str) -> Result<Self, Error> {
-        let (bucket, prefix) = bucket_and_prefix
-            .split_once('/')
-            .unwrap_or((bucket_and_prefix, ""));
-        if bucket.is_empty() {
-            return Err(Error::UnsupportedLake(config.url.clone()));
-        }
-        let s3 = &config.s3;
-        let mut builder = AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .with_allow_http(s3.allow_http)
-            .with_virtual_hosted_style_request(s3.virtual_hosted_style);
-        if let Some(endpoint) = &s3.endpoint {
-            builder = builder.with_endpoint(endpoint);
-        }
-        if let Some(key) = &s3.sse_kms_key_id {
-            builder = builder.with_sse_kms_encryption(key);
-        }
-        // The environment wins; the shared AWS files fill in what it lacks.
-        let profile = crate::aws_profile::load();
-        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none()
-            && let (Some(id), Some(secret)) = (profile.access_key_id, profile.secret_access_key)
-        {
-            builder = builder
-                .with_access_key_id(id)
-                .with_secret_access_key(secret);
-            if let Some(token) = profile.session_token {
-                builder = builder.with_token(token);
-            }
-        }
-        let region = s3
-            .region
-            .clone()
-            .or_else(|| std::env::var("AWS_REGION").ok())
-            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
-            .or(profile.region);
-        if let Some(region) = region {
-            builder = builder.with_region(region);
-        }
-        let bucket_store: Arc<dyn ObjectStore> = Arc::new(builder.build().map_err(Error::Store)?);
-        let prefix = prefix.trim_matches('/');
-        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-            bucket_store.clone()
-        } else {
-            Arc::new(PrefixStore::new(bucket_store.clone(), prefix))
-        };
-        let delta = match config.format {
-            Format::Parquet => {
-                let table = match prefix {
-                    "" => TABLE_DIR.to_owned(),
-                    p => format!("{p}/{TABLE_DIR}"),
-                };
-                let url = url::Url::parse(&format!("s3://{bucket}/{table}/"))
-                    .map_err(|_| Error::UnsupportedLake(config.url.clone()))?;
-                let table_store = Arc::new(PrefixStore::new(bucket_store.clone(), table.as_str()));
-                Some(delta::DeltaLog::new(bucket_store, table_store, &url))
-            }
-            Format::Ndjson => None,
-        };
-        Ok(Lake {
-            store,
-            delta,
-            rewriting: Default::default(),
-            suppression: Default::default(),
-            sink: None,
-            config: config.clone(),
-            privacy: Privacy::keep(),
-            location: config.url.clone(),
+            location: place.shown,
         })
     }
 
@@ -360,28 +273,33 @@ impl Lake {
         }
     }
 
-    /// Makes sure a Delta lake has its log: creates it, converting the files
-    /// of an earlier layout that hold changes up to `delivered` (what the
-    /// table says was delivered) in the same commit. Returns the stream
-    /// position the log holds.
-    pub async fn prepare(&self, delivered: u64) -> Result<u64, Error> {
+    /// Makes sure a Delta lake has its log: creates it for the change
+    /// stream `stream`, converting the files of an earlier layout that hold
+    /// changes up to `delivered` (what the table says was delivered) in the
+    /// same commit. Returns the newest version.
+    pub async fn prepare(&self, stream: u64, delivered: u64) -> Result<Snapshot, Error> {
         let Some(delta) = &self.delta else {
-            return Ok(delivered);
+            return Err(Error::Lake("an NDJSON lake has no snapshots".into()));
         };
         if let Some(snapshot) = delta.snapshot().await? {
-            return Ok(snapshot.delivered.unwrap_or(0));
+            return Ok(snapshot);
         }
-        migrate::convert(self, delta, delivered).await?;
-        Ok(delivered)
+        migrate::convert(self, delta, stream, delivered).await?;
+        delta
+            .snapshot()
+            .await?
+            .ok_or_else(|| Error::Lake("the Delta log just made is not there".into()))
     }
 
     /// Deletes what no version newer than the retention needs; returns how
     /// many files. Plain lakes delete as they go.
     pub async fn vacuum(&self) -> Result<usize, Error> {
-        match &self.delta {
-            Some(delta) => delta.vacuum(self.config.retention_secs).await,
-            None => Ok(0),
-        }
+        let Some(delta) = &self.delta else {
+            return Ok(0);
+        };
+        let _rewriting = self.rewriting().await;
+        let _no_delivery = self.uncommitted.write().await;
+        delta.vacuum(self.config.retention_secs).await
     }
 
     /// The newest `limit` commits, newest first.
@@ -409,6 +327,11 @@ impl Lake {
                 }
             })
             .collect())
+    }
+
+    /// Held by a delivery while it has files put and not yet committed.
+    pub(crate) async fn delivering(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.uncommitted.read().await
     }
 
     /// Exclusive right to rewrite published files, while the guard lives.

@@ -38,7 +38,7 @@ impl Setup {
                 .push((i as u64 + 1, e));
         }
         if lake.is_delta() {
-            lake.prepare(0).await.unwrap();
+            lake.prepare(1, 0).await.unwrap();
         }
         let mut added = Vec::new();
         for (partition, rows) in &partitions {

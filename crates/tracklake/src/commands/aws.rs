@@ -1,14 +1,17 @@
 //! `tracklake aws athena-ddl`: the `CREATE DATABASE` and `CREATE EXTERNAL
 //! TABLE` that let Athena (or tracklake's own SQL) read the lake as
-//! written — Parquet or JSON lines, Hive `dt=` or Firehose `YYYY/MM/DD/HH`
-//! prefixes — with partition projection, so no partition is ever added
-//! by hand or by a crawler.
+//! written. A Parquet lake tracklake writes is a Delta Lake table: Athena's
+//! Delta DDL names its location and nothing else (columns, partitions and
+//! files come from the log). Plain files — JSON lines, or what Firehose
+//! writes when it delivers (Hive `dt=` or Firehose `YYYY/MM/DD/HH`
+//! prefixes) — get their columns and partition projection, so no partition
+//! is ever added by hand or by a crawler.
 
 use std::path::PathBuf;
 
 use anyhow::bail;
 use tracklake_ddl::athena_type;
-use tracklake_delivery::{Format, LakeConfig, Layout, SCHEMA};
+use tracklake_delivery::{Format, LakeConfig, Layout, SCHEMA, TABLE_DIR};
 
 use crate::config;
 
@@ -30,7 +33,7 @@ pub struct DdlArgs {
     database: String,
     #[arg(long, default_value = "events")]
     table: String,
-    /// The first day partition projection covers (YYYY-MM-DD).
+    /// The first day partition projection covers (YYYY-MM-DD; JSON lines).
     #[arg(long, default_value = "2020-01-01")]
     since: chrono::NaiveDate,
 }
@@ -54,6 +57,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         "{}",
         athena_ddl(
             &config.lake,
+            config.aws.firehose_stream.is_none(),
             &location,
             &args.database,
             &args.table,
@@ -63,15 +67,25 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The statements, each ending with `;`.
+/// The statements, each ending with `;`. `own_files`: tracklake writes the
+/// lake (no Firehose in between), so a Parquet lake is a Delta table.
 pub fn athena_ddl(
     lake: &LakeConfig,
+    own_files: bool,
     location: &str,
     database: &str,
     table: &str,
     since: chrono::NaiveDate,
 ) -> String {
-    let events = format!("{}/events/", location.trim_end_matches('/'));
+    let events = format!("{}/{TABLE_DIR}/", location.trim_end_matches('/'));
+    if lake.format == Format::Parquet && own_files {
+        return format!(
+            "CREATE DATABASE IF NOT EXISTS {database};\n\n\
+             CREATE EXTERNAL TABLE IF NOT EXISTS {database}.{table}\n\
+             LOCATION '{events}'\n\
+             TBLPROPERTIES ('table_type' = 'DELTA');\n"
+        );
+    }
     let columns: Vec<String> = match lake.format {
         Format::Parquet => SCHEMA
             .fields()
@@ -95,10 +109,11 @@ pub fn athena_ddl(
         .collect(),
     };
     let storage = match lake.format {
-        Format::Parquet => "STORED AS PARQUET".to_owned(),
-        Format::Ndjson => "ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'\n\
+        Format::Parquet => "STORED AS PARQUET",
+        Format::Ndjson => {
+            "ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'\n\
              WITH SERDEPROPERTIES ('ignore.malformed.json' = 'false')"
-            .to_owned(),
+        }
     };
     let (partition, projection) = match lake.layout {
         Layout::Hive => (
@@ -134,9 +149,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parquet_hive_ddl_projects_the_dt_partitions() {
+    fn a_parquet_lake_is_a_delta_table_to_athena() {
         let ddl = athena_ddl(
             &LakeConfig::default(),
+            true,
+            "s3://bucket/lake/",
+            "tracklake",
+            "events",
+            chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+        );
+        assert_eq!(
+            ddl,
+            "CREATE DATABASE IF NOT EXISTS tracklake;\n\n\
+             CREATE EXTERNAL TABLE IF NOT EXISTS tracklake.events\n\
+             LOCATION 's3://bucket/lake/events/'\n\
+             TBLPROPERTIES ('table_type' = 'DELTA');\n"
+        );
+        // Both statements parse in the Hive dialect, as Athena's DDL does.
+        for statement in ddl.split(";\n").filter(|s| !s.trim().is_empty()) {
+            assert!(tracklake_ddl::parse(statement).is_some(), "{statement}");
+        }
+    }
+
+    #[test]
+    fn parquet_written_by_firehose_is_projected_by_day() {
+        let ddl = athena_ddl(
+            &LakeConfig::default(),
+            false,
             "s3://bucket/lake/",
             "tracklake",
             "events",
@@ -146,11 +185,9 @@ mod tests {
             "CREATE EXTERNAL TABLE IF NOT EXISTS tracklake.events (\n  event_id string,"
         ));
         assert!(ddl.contains("  event_at timestamp,"));
-        assert!(ddl.contains("  device_is_bot boolean\n)"));
         assert!(ddl.contains("STORED AS PARQUET\nLOCATION 's3://bucket/lake/events/'"));
         assert!(ddl.contains("'projection.dt.range' = '2024-01-01,NOW'"));
         assert!(ddl.contains("'storage.location.template' = 's3://bucket/lake/events/dt=${dt}/'"));
-        // Both statements parse in the Hive dialect, as Athena's DDL does.
         for statement in ddl.split(";\n").filter(|s| !s.trim().is_empty()) {
             assert!(tracklake_ddl::parse(statement).is_some(), "{statement}");
         }
@@ -165,6 +202,7 @@ mod tests {
         };
         let ddl = athena_ddl(
             &lake,
+            true,
             "s3://bucket",
             "db",
             "t",

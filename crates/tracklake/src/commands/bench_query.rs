@@ -44,7 +44,8 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let lake = Arc::new(Lake::open(&LakeConfig::default(), &args.data_dir)?);
-    lake.prepare(0).await?;
+    // A lake of its own, for a stream of no table.
+    lake.prepare(1, 0).await?;
     if lake.snapshot().await?.files.is_empty() {
         make_lake(&args, &lake).await?;
     } else {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use tracklake_delivery::{CONSUMER, Lake, read_lake};
+use tracklake_delivery::{CONSUMER, Lake, claim_lake, read_lake};
 use tracklake_table::{ChangeLog, EmbeddedTable, Table};
 
 use super::print_table;
@@ -160,26 +160,31 @@ async fn migrate(args: Args) -> anyhow::Result<()> {
         "an NDJSON lake stays plain files: nothing to convert"
     );
     let table_dir = config.data_dir.join("table");
-    let delivered = match table_dir.exists() {
+    let position = match table_dir.exists() {
         true => {
             let table = EmbeddedTable::open(&table_dir, &config.table).with_context(|| {
                 format!("opening {} (stop tracklake first)", table_dir.display())
             })?;
-            let delivered = table.checkpoint(CONSUMER).await?.unwrap_or(0);
+            let position = claim_lake(&table, &lake).await;
             table.close().await?;
+            position?
+        }
+        // A lake without its table: every file was delivered. No data
+        // directory delivers to it afterwards (its positions would mean
+        // nothing to another table's stream).
+        false => {
+            let delivered = lake
+                .files()
+                .await?
+                .iter()
+                .filter_map(|f| tracklake_delivery::range_of(&f.location))
+                .map(|(_, last)| last)
+                .max()
+                .unwrap_or(0);
+            lake.prepare(0, delivered).await?;
             delivered
         }
-        // A lake without its table: every file was delivered.
-        false => lake
-            .files()
-            .await?
-            .iter()
-            .filter_map(|f| tracklake_delivery::range_of(&f.location))
-            .map(|(_, last)| last)
-            .max()
-            .unwrap_or(0),
     };
-    let position = lake.prepare(delivered).await?;
     let snapshot = lake.snapshot().await?;
     println!(
         "lake at {} is a Delta table: version {}, {} files, changes through {position}",

@@ -125,13 +125,28 @@ async fn python_deltalake_and_polars_count_each_event_once() {
 }
 
 /// Queries run back to back while deliveries, compactions, a deletion and
-/// vacuum change the lake: every one answers, and the
-/// events nobody deleted are each counted once.
+/// vacuum change the lake: every one answers, and the events nobody
+/// deleted are each counted once — by the built-in `events` and by an
+/// outside reader's view, the table Athena's Delta DDL defines.
 #[tokio::test]
 async fn no_query_fails_while_the_lake_changes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let s = Server::start(&data, CHURN_CONFIG);
+    // The log is made when delivery starts.
+    let ddl = format!(
+        "CREATE EXTERNAL TABLE lake_events LOCATION '{}/' TBLPROPERTIES ('table_type' = 'DELTA')",
+        data.join("lake").join("events").display()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, answer) = s.sql(&ddl).await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut deletion = None;
     let started = Instant::now();
     let mut batch = 0;
@@ -160,6 +175,15 @@ async fn no_query_fails_while_the_lake_changes() {
         let n = answer["rows"][0]["n"].as_u64().unwrap();
         // Whatever the moment, no event of ann or cat is counted twice.
         assert!(n <= batch as u64 * 50, "{n} after {batch} batches");
+        let (status, answer) = s
+            .sql("SELECT count(*) AS n, count(DISTINCT event_id) AS ids FROM lake_events WHERE user_id <> 'ben'")
+            .await;
+        assert_eq!(
+            status, 200,
+            "query {queries} of the Delta table failed: {answer}"
+        );
+        let row = &answer["rows"][0];
+        assert_eq!(row["n"], row["ids"], "an event counted twice: {answer}");
         queries += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -177,4 +201,19 @@ async fn no_query_fails_while_the_lake_changes() {
     assert_eq!(answer["rows"][0]["others"], 8 * 50, "{answer}");
     assert_eq!(answer["rows"][0]["ben"], 4 * 25, "{answer}");
     assert!(queries > 20, "only {queries} queries ran");
+    // The outside view holds the same once delivery has caught up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, answer) = s
+            .sql(
+                "SELECT count_if(user_id <> 'ben') AS others, count_if(user_id = 'ben') AS ben, \
+                  count(DISTINCT dt) AS days FROM lake_events",
+            )
+            .await;
+        if answer["rows"] == json!([{"others": 400, "ben": 100, "days": 5}]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

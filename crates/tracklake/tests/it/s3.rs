@@ -163,9 +163,9 @@ async fn sql_reads_the_lake_on_s3() {
     assert_eq!(rows, json!([{"n": 25, "users": 5}]));
 }
 
-/// `tracklake aws athena-ddl` over a lake on S3 (Parquet, then JSON lines):
-/// its statements run in tracklake's own SQL, and the table they define
-/// answers as the built-in `events` does.
+/// `tracklake aws athena-ddl` over a lake on S3 (Parquet — a Delta table —
+/// then JSON lines): its statements run in tracklake's own SQL, and the
+/// table they define answers as the built-in `events` does.
 #[tokio::test]
 async fn athena_ddl_defines_the_lake_as_written() {
     if !Moto::available() {
@@ -221,6 +221,12 @@ async fn athena_ddl_defines_the_lake_as_written() {
         let ddl = String::from_utf8(out.stdout).unwrap();
         assert!(
             ddl.contains(&format!("LOCATION 's3://{bucket}/lake/events/'")),
+            "{ddl}"
+        );
+        // tracklake's Parquet lake is a Delta table; JSON lines are plain files.
+        assert_eq!(
+            ddl.contains("TBLPROPERTIES ('table_type' = 'DELTA')"),
+            format == "parquet",
             "{ddl}"
         );
         for statement in ddl.split(";\n").filter(|s| !s.trim().is_empty()) {
