@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{BIN, Server, have, lake_ids, runs};
+use crate::harness::{BIN, Server, have, lake_files, lake_ids, runs};
 
 /// One-second delivery and compaction, and vacuum two seconds after a
 /// file is removed (queries take milliseconds), so every kind of commit
@@ -216,4 +216,98 @@ async fn no_query_fails_while_the_lake_changes() {
         assert!(Instant::now() < deadline, "{answer}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// kill -9 at moments when compaction, a deletion and vacuum run: after a
+/// restart, every acknowledged event of the users kept is in the table's
+/// current version once, the deleted user's are in none, every file the
+/// log names is there, and the files a kill left half-made are vacuumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_the_lake_is_rewritten_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lake = data.join("lake");
+    let mut kept = std::collections::HashSet::new();
+    let mut deletions = Vec::new();
+    for round in 0..4usize {
+        let s = Server::start(&data, CHURN_CONFIG);
+        // Separate deliveries, so compaction has small files to merge.
+        for batch in 0..3 {
+            for user in ["ann", "ben", "cat"] {
+                let body = events(user, round * 3 + batch, 20);
+                assert_eq!(s.post(&body).await.0, 200);
+                if user != "ben" {
+                    kept.extend(
+                        body.as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|e| e["event_id"].as_str().unwrap().to_owned()),
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+        if round % 2 == 1 {
+            let response = reqwest::Client::new()
+                .delete(format!("{}/v1/users/ben/events", s.url))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 202);
+            deletions.push(response.headers()["location"].to_str().unwrap().to_owned());
+        }
+        // A different moment each round: mid-merge, mid-erasure, mid-vacuum.
+        tokio::time::sleep(Duration::from_millis(150 + 290 * round as u64)).await;
+        s.kill();
+    }
+
+    let s = Server::start(&data, CHURN_CONFIG);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for location in &deletions {
+        while s.get(location).await.1["state"] != "done" {
+            assert!(Instant::now() < deadline, "{}", s.get(location).await.1);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    loop {
+        let ids = lake_ids(&lake);
+        let settled = ids.len() == kept.len() && kept.iter().all(|id| ids.contains_key(id));
+        if settled {
+            let doubled: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
+            assert!(doubled.is_empty(), "doubled in the lake: {doubled:?}");
+            break;
+        }
+        let ben = ids.keys().filter(|id| id.starts_with("ben-")).count();
+        assert!(
+            Instant::now() < deadline,
+            "the lake holds {} ids ({ben} of ben) for {} kept",
+            ids.len(),
+            kept.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Files no version names (a kill's leftovers, removed files past the
+    // retention) go: the directory comes to hold just the current version.
+    let on_disk = || parquet_files_under(&lake.join("events"));
+    while on_disk() != lake_files(&lake).len() {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(30),
+            "{} Parquet files on disk, {} in the current version",
+            on_disk(),
+            lake_files(&lake).len()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    s.stop();
+}
+
+fn parquet_files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .map(|path| match path.is_dir() {
+            true => parquet_files_under(&path),
+            false => usize::from(path.extension().is_some_and(|e| e == "parquet")),
+        })
+        .sum()
 }

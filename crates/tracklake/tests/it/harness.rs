@@ -177,10 +177,22 @@ pub const ARTICLE_CONFIG: &str = "[ingest]\nevent_types = [\"login\", \"material
 /// reader), each file read with the `parquet` crate. Empty before the
 /// table exists.
 pub fn lake_ids(lake_dir: &Path) -> std::collections::HashMap<String, usize> {
-    let table_dir = lake_dir.join("events");
     let mut counts = std::collections::HashMap::new();
+    for path in lake_files(lake_dir) {
+        let data = bytes::Bytes::from(std::fs::read(&path).unwrap());
+        for id in parquet_ids(data) {
+            *counts.entry(id).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// The files of the current version of the Delta table under `lake_dir`,
+/// as delta-rs lists them; none before the table exists.
+pub fn lake_files(lake_dir: &Path) -> Vec<std::path::PathBuf> {
+    let table_dir = lake_dir.join("events");
     if !table_dir.join("_delta_log").exists() {
-        return counts;
+        return Vec::new();
     }
     let url = url::Url::from_directory_path(std::fs::canonicalize(&table_dir).unwrap()).unwrap();
     // Tests call this from async code: open the table on a runtime of its own.
@@ -193,17 +205,15 @@ pub fn lake_ids(lake_dir: &Path) -> std::collections::HashMap<String, usize> {
     })
     .join()
     .unwrap();
-    for uri in files {
-        let path = url::Url::parse(&uri)
-            .ok()
-            .and_then(|u| u.to_file_path().ok())
-            .unwrap_or_else(|| uri.into());
-        let data = bytes::Bytes::from(std::fs::read(&path).unwrap());
-        for id in parquet_ids(data) {
-            *counts.entry(id).or_default() += 1;
-        }
-    }
-    counts
+    files
+        .into_iter()
+        .map(|uri| {
+            url::Url::parse(&uri)
+                .ok()
+                .and_then(|u| u.to_file_path().ok())
+                .unwrap_or_else(|| uri.into())
+        })
+        .collect()
 }
 
 /// Config with a one-second delivery buffer and compaction every second,
