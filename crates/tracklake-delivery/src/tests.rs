@@ -10,6 +10,7 @@ use tracklake_table::{ChangeLog, EmbeddedTable, Table, TableConfig};
 
 use crate::{Delivery, DeliveryConfig, Format, Lake, LakeConfig, Layout, read_lake};
 
+mod log;
 mod migration;
 
 fn event(id: &str, day: u32) -> Event {

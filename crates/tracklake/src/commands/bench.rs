@@ -22,6 +22,9 @@ pub enum Command {
     Query(super::bench_query::Args),
     /// Delivery from the table's change log into lake files, in-process.
     Delivery(super::bench_delivery::Args),
+    /// Opening the lake's Delta log after many commits, with and without
+    /// its checkpoints.
+    LakeLog(super::bench_lake::Args),
 }
 
 #[derive(clap::Args)]
@@ -75,6 +78,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Recent(args) => recent(args).await,
         Command::Query(args) => super::bench_query::run(args).await,
         Command::Delivery(args) => super::bench_delivery::run(args).await,
+        Command::LakeLog(args) => super::bench_lake::run(args).await,
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod aws;
 pub mod bench;
 mod bench_delivery;
+mod bench_lake;
 mod bench_query;
 mod fake_data;
 pub mod keys;
