@@ -13,7 +13,7 @@ use anyhow::bail;
 use tracklake_ddl::athena_type;
 use tracklake_delivery::{Format, LakeConfig, Layout, SCHEMA, TABLE_DIR};
 
-use crate::config;
+use crate::config::{self, AwsConfig};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -57,7 +57,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         "{}",
         athena_ddl(
             &config.lake,
-            config.aws.firehose_stream.is_none(),
+            tracklake_writes_the_lake(&config.aws),
             &location,
             &args.database,
             &args.table,
@@ -65,6 +65,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         )
     );
     Ok(())
+}
+
+/// Whether tracklake writes the lake's files itself; otherwise Firehose
+/// does (the stack's, behind DynamoDB's stream, or `firehose_stream`).
+fn tracklake_writes_the_lake(aws: &AwsConfig) -> bool {
+    aws.firehose_stream.is_none() && (aws.dynamodb_table.is_none() || aws.read_stream)
 }
 
 /// The statements, each ending with `;`. `own_files`: tracklake writes the
@@ -169,6 +175,20 @@ mod tests {
         for statement in ddl.split(";\n").filter(|s| !s.trim().is_empty()) {
             assert!(tracklake_ddl::parse(statement).is_some(), "{statement}");
         }
+    }
+
+    #[test]
+    fn firehose_writes_the_lake_unless_tracklake_delivers() {
+        let aws = |table: Option<&str>, read_stream, firehose: Option<&str>| AwsConfig {
+            dynamodb_table: table.map(str::to_owned),
+            read_stream,
+            firehose_stream: firehose.map(str::to_owned),
+            ..AwsConfig::default()
+        };
+        assert!(tracklake_writes_the_lake(&aws(None, false, None)));
+        assert!(tracklake_writes_the_lake(&aws(Some("t"), true, None)));
+        assert!(!tracklake_writes_the_lake(&aws(Some("t"), false, None)));
+        assert!(!tracklake_writes_the_lake(&aws(None, false, Some("f"))));
     }
 
     #[test]
