@@ -39,7 +39,7 @@ use tracklake_delivery::{CONSUMER, Format, Lake, SCHEMA};
 use tracklake_event::Event;
 use tracklake_table::ChangeLog;
 
-use crate::prune::DateRange;
+use crate::prune::{DateRange, Users};
 
 /// Where the lake's object store is registered in the session.
 pub const LAKE_URL: &str = "tracklake://lake/";
@@ -86,9 +86,9 @@ impl EventsTable {
         EventsTable { lake, table }
     }
 
-    async fn snapshot(&self, range: DateRange) -> Result<Snapshot> {
+    async fn snapshot(&self, range: DateRange, users: &Users) -> Result<Snapshot> {
         if self.lake.is_delta() {
-            return self.delta_snapshot(range).await;
+            return self.delta_snapshot(range, users).await;
         }
         let Some(table) = &self.table else {
             return Ok(Snapshot {
@@ -112,8 +112,10 @@ impl EventsTable {
         ))
     }
 
-    /// A version of the Delta log and the fresh events after it.
-    async fn delta_snapshot(&self, range: DateRange) -> Result<Snapshot> {
+    /// A version of the Delta log and the fresh events after it. Files
+    /// outside `range`, or whose `user_id` statistics rule out the `users`
+    /// asked for, are left out.
+    async fn delta_snapshot(&self, range: DateRange, users: &Users) -> Result<Snapshot> {
         for _ in 0..10 {
             let version = self.lake.snapshot().await.map_err(external)?;
             let delivered = version.delivered.unwrap_or(0);
@@ -121,6 +123,7 @@ impl EventsTable {
                 .files
                 .iter()
                 .filter(|f| range.contains(f.day))
+                .filter(|f| users.may_be_in(f.stats.as_ref().and_then(|s| s.text_range("user_id"))))
                 .map(|f| (f.meta(), f.day))
                 .collect();
             let Some(table) = &self.table else {
@@ -304,7 +307,8 @@ impl TableProvider for EventsTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let range = DateRange::from_filters(filters);
-        let snapshot = self.snapshot(range).await?;
+        let users = Users::from_filters(filters);
+        let snapshot = self.snapshot(range, &users).await?;
         let mut memory = event_batches(&snapshot.fresh, None)?;
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !snapshot.files.is_empty() {

@@ -1,6 +1,8 @@
 //! Which `dt` partitions a query can touch, read off its filters on `dt` and
-//! on `event_at`. Conservative: a filter it does not understand narrows
-//! nothing, so pruning never drops a row the query would have returned.
+//! on `event_at`, and which users (`user_id = …`, `user_id IN (…)`), so that
+//! files whose `user_id` statistics rule them all out are not read.
+//! Conservative: a filter it does not understand narrows nothing, so
+//! pruning never drops a row the query would have returned.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use datafusion::common::ScalarValue;
@@ -88,6 +90,96 @@ impl DateRange {
     }
 }
 
+/// The user ids a query can return, when its filters name them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Users {
+    /// `None`: any user.
+    pub only: Option<Vec<String>>,
+}
+
+impl Users {
+    /// The users every one of `filters` (a conjunction) allows.
+    pub fn from_filters(filters: &[Expr]) -> Self {
+        let mut users = Users::default();
+        for filter in filters {
+            users.narrow(filter);
+        }
+        users
+    }
+
+    /// Whether a file whose `user_id` values lie in `range` (`None`: not
+    /// known) may hold one of the users.
+    pub fn may_be_in(&self, range: Option<(&str, &str)>) -> bool {
+        match (&self.only, range) {
+            (Some(users), Some((min, max))) => {
+                users.iter().any(|u| u.as_str() >= min && u.as_str() <= max)
+            }
+            _ => true,
+        }
+    }
+
+    fn narrow(&mut self, filter: &Expr) {
+        if let Expr::BinaryExpr(BinaryExpr { left, op, right }) = filter
+            && *op == Operator::And
+        {
+            self.narrow(left);
+            self.narrow(right);
+            return;
+        }
+        if let Some(named) = named_users(filter) {
+            self.only = Some(match self.only.take() {
+                None => named,
+                Some(before) => before.into_iter().filter(|u| named.contains(u)).collect(),
+            });
+        }
+    }
+}
+
+/// The users `filter` allows, when it names them: `user_id = 'a'`,
+/// `user_id IN ('a', 'b')`, or an `OR` of such (what short IN lists become).
+fn named_users(filter: &Expr) -> Option<Vec<String>> {
+    match filter {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => {
+            let mut users = named_users(left)?;
+            users.extend(named_users(right)?);
+            Some(users)
+        }
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => match (is_user_column(left), is_user_column(right)) {
+            (true, false) => literal_text(right).map(|u| vec![u]),
+            (false, true) => literal_text(left).map(|u| vec![u]),
+            _ => None,
+        },
+        Expr::InList(list) if !list.negated && is_user_column(&list.expr) => {
+            list.list.iter().map(literal_text).collect()
+        }
+        _ => None,
+    }
+}
+
+fn is_user_column(expr: &Expr) -> bool {
+    matches!(expr, Expr::Column(c) if c.name == "user_id")
+}
+
+fn literal_text(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Some(s.clone()),
+        _ => None,
+    }
+}
+
 /// `dt` or `event_at`, possibly under a cast: both order like the UTC date.
 fn is_date_column(expr: &Expr) -> bool {
     match expr {
@@ -171,6 +263,39 @@ mod tests {
             col("dt").gt(col("other")),
         ];
         assert_eq!(DateRange::from_filters(&filters), DateRange::default());
+    }
+
+    #[test]
+    fn users_named_by_equality_and_in_lists() {
+        let users = Users::from_filters(&[col("user_id").eq(lit("u42"))]);
+        assert_eq!(users.only, Some(vec!["u42".to_owned()]));
+        assert!(users.may_be_in(Some(("u4", "u5"))));
+        assert!(!users.may_be_in(Some(("u5", "u9"))));
+        assert!(users.may_be_in(None), "a file without statistics is read");
+        let both = Users::from_filters(&[
+            col("user_id").in_list(vec![lit("a"), lit("b")], false),
+            lit("b")
+                .eq(col("user_id"))
+                .and(col("event_type").eq(lit("login"))),
+        ]);
+        assert_eq!(both.only, Some(vec!["b".to_owned()]));
+        let either =
+            Users::from_filters(&[col("user_id").eq(lit("a")).or(lit("c").eq(col("user_id")))]);
+        assert_eq!(either.only, Some(vec!["a".to_owned(), "c".to_owned()]));
+        // Anything else names no user: every file is read.
+        for filter in [
+            col("user_id").not_eq(lit("a")),
+            col("user_id").in_list(vec![lit("a")], true),
+            col("user_id").eq(col("other")),
+            col("user_id").eq(lit(42)),
+            col("user_id")
+                .eq(lit("a"))
+                .or(col("event_type").eq(lit("b"))),
+        ] {
+            let users = Users::from_filters(std::slice::from_ref(&filter));
+            assert_eq!(users.only, None, "{filter}");
+            assert!(users.may_be_in(Some(("x", "y"))));
+        }
     }
 
     #[test]

@@ -232,6 +232,60 @@ async fn filters_prune_partitions() {
     assert_eq!(recent, vec![day(2).to_string(), day(0).to_string()]);
 }
 
+/// A filter naming users keeps out the files whose `user_id` statistics (in
+/// the Delta log) rule them out, and answers as a scan of every file does.
+#[tokio::test]
+async fn filters_on_user_id_prune_files_by_their_statistics() {
+    // Sorted by user, so each partition's two files hold separate users.
+    let mut sorted = events();
+    sorted.sort_by_key(|e| e.user_id.to_string());
+    let setup = Setup::new(&sorted, Format::Parquet).await;
+    let engine = setup.engine().await;
+    let files = |sql: String| {
+        let engine = &engine;
+        async move {
+            let plan = rows(&engine.run(&format!("EXPLAIN {sql}")).await.unwrap()).join("\n");
+            plan.matches(".parquet").count()
+        }
+    };
+    let all = files("SELECT count(*) FROM events".into()).await;
+    let user = sorted[0].user_id.to_string();
+    for filter in [
+        format!("user_id = '{user}'"),
+        format!("user_id IN ('{user}', '~nobody')"),
+    ] {
+        let pruned = files(format!("SELECT count(*) FROM events WHERE {filter}")).await;
+        assert!(
+            0 < pruned && pruned < all,
+            "{filter}: {pruned} of {all} files"
+        );
+        // The same rows as without pruning (a filter the pruner cannot read).
+        let unpruned = format!("SELECT count(*) FROM events WHERE concat(user_id, '') = '{user}'");
+        assert_eq!(files(unpruned.clone()).await, all);
+        let expected = sorted
+            .iter()
+            .filter(|e| e.user_id.to_string() == user)
+            .count();
+        assert_eq!(count(&engine, &unpruned).await, expected.to_string());
+        assert_eq!(
+            count(
+                &engine,
+                &format!("SELECT count(*) FROM events WHERE {filter}")
+            )
+            .await,
+            expected.to_string()
+        );
+    }
+    assert_eq!(
+        count(
+            &engine,
+            "SELECT count(*) FROM events WHERE user_id = '~nobody'"
+        )
+        .await,
+        "0"
+    );
+}
+
 /// A lake written by another table (say the table directory was wiped, or
 /// the lake was copied in): every file counts, as the table has no claim on it.
 #[tokio::test]
