@@ -94,13 +94,7 @@ async fn python_deltalake_and_polars_count_each_event_once() {
     assert_eq!(seen["deltalake"], json!([120, 120]), "{seen}");
     assert_eq!(seen["polars"], json!([120, 120]), "{seen}");
 
-    let response = reqwest::Client::new()
-        .delete(format!("{}/v1/users/ben/events", s.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 202);
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let location = s.delete_user("ben").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while s.get(&location).await.1["state"] != "done" {
         assert!(Instant::now() < deadline, "the deletion did not finish");
@@ -161,12 +155,7 @@ async fn no_query_fails_while_the_lake_changes() {
             batch += 1;
         }
         if batch == 4 && deletion.is_none() {
-            let response = reqwest::Client::new()
-                .delete(format!("{}/v1/users/ben/events", s.url))
-                .send()
-                .await
-                .unwrap();
-            deletion = Some(response.headers()["location"].to_str().unwrap().to_owned());
+            deletion = Some(s.delete_user("ben").await);
         }
         let (status, answer) = s
             .sql("SELECT count(*) AS n FROM events WHERE user_id <> 'ben'")
@@ -248,13 +237,7 @@ async fn sigkill_while_the_lake_is_rewritten_loses_and_doubles_nothing() {
             tokio::time::sleep(Duration::from_millis(1100)).await;
         }
         if round % 2 == 1 {
-            let response = reqwest::Client::new()
-                .delete(format!("{}/v1/users/ben/events", s.url))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status().as_u16(), 202);
-            deletions.push(response.headers()["location"].to_str().unwrap().to_owned());
+            deletions.push(s.delete_user("ben").await);
         }
         // A different moment each round: mid-merge, mid-erasure, mid-vacuum.
         tokio::time::sleep(Duration::from_millis(150 + 290 * round as u64)).await;

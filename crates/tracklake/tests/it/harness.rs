@@ -140,6 +140,19 @@ impl Server {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `DELETE /v1/users/{user}/events`: asserts 202 and returns the job's
+    /// location.
+    pub async fn delete_user(&self, user: &str) -> String {
+        let response = self
+            .http
+            .delete(format!("{}/v1/users/{user}/events", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202);
+        response.headers()["location"].to_str().unwrap().to_owned()
+    }
+
     /// Every event id of a user, following cursors.
     pub async fn all_ids(&self, user: &str) -> Vec<String> {
         let mut ids = Vec::new();
