@@ -119,3 +119,65 @@ async fn ingest_answers_503_when_delivery_lags_too_far() {
     s.stop();
     assert_eq!(lake_ids(&data.join("lake")).len(), 11);
 }
+
+/// `tracklake lake migrate` converts a Parquet lake of the layout before the
+/// Delta log — plain files named by change range, here with a compaction's
+/// result beside its sources and no table — into a Delta table that holds
+/// each event once; run again, it changes nothing.
+#[test]
+fn lake_migrate_converts_a_lake_of_the_earlier_layout() {
+    use tracklake_event::{Device, Event, UserId};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let partition = data.join("lake/events/dt=2026-11-20");
+    std::fs::create_dir_all(&partition).unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-20T12:00:00Z").unwrap();
+    let events: Vec<Event> = (1..=30)
+        .map(|i| Event {
+            event_id: format!("e{i}"),
+            user_id: UserId::Int(i % 3),
+            event_type: "login".into(),
+            event_at: at.into(),
+            received_at: at.into(),
+            user_agent: None,
+            ip_address: None,
+            properties: Default::default(),
+            device: Device::unknown(),
+            server_assigned_id: false,
+        })
+        .collect();
+    for (first, last) in [(1, 10), (11, 20), (1, 20), (21, 30)] {
+        let refs: Vec<&Event> = events[first - 1..last].iter().collect();
+        let body = tracklake_delivery::encode(&refs, tracklake_delivery::Format::Parquet, false);
+        std::fs::write(
+            partition.join(format!("part-{first:020}-{last:020}.parquet")),
+            body.unwrap(),
+        )
+        .unwrap();
+    }
+    let migrate = || {
+        let out = Command::new(BIN)
+            .args(["lake", "migrate", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let text = migrate();
+    assert!(
+        text.contains("is a Delta table: version 0, 2 files, changes through 30"),
+        "{text}"
+    );
+    let ids = lake_ids(&data.join("lake"));
+    assert_eq!(ids.len(), 30);
+    assert!(ids.values().all(|n| *n == 1), "{ids:?}");
+    // The compaction's sources are gone; a second run finds the table made.
+    assert_eq!(std::fs::read_dir(&partition).unwrap().count(), 2);
+    assert!(migrate().contains("version 0, 2 files"));
+}
