@@ -24,7 +24,7 @@ pub use inspect::{FileContents, read_lake};
 pub use lake::{
     APP_ID, Commit, DeltaReader, FileName, FileStats, Lake, LakeConfig, LakeFile, Layout, NewFile,
     Operation, S3Config, Snapshot, TABLE_DIR, TableVersion, Update, lake_store, partition_day,
-    range_of,
+    partition_template, range_of,
 };
 pub use pipeline::{CONSUMER, Delivery, DeliveryConfig, Lag, Status, StreamConfig};
 pub use publish::{STREAM, claim_lake};

@@ -40,6 +40,16 @@ pub fn partition(layout: Layout, event_at: DateTime<Utc>) -> String {
     }
 }
 
+/// The partition directory with its value written `${dt}` (Athena's
+/// `storage.location.template`), and that value's pattern in Java's date
+/// format (`projection.dt.format`).
+pub fn partition_template(layout: Layout) -> (&'static str, &'static str) {
+    match layout {
+        Layout::Hive => ("dt=${dt}", "yyyy-MM-dd"),
+        Layout::Firehose => ("${dt}", "yyyy/MM/dd/HH"),
+    }
+}
+
 /// The UTC date of a partition directory: `dt=2026-11-27` or `2026/11/27/13`.
 pub fn partition_day(partition: &str) -> Option<NaiveDate> {
     if let Some(day) = partition.strip_prefix("dt=") {
@@ -174,4 +184,23 @@ pub fn split_covered(files: Vec<ObjectMeta>) -> (Vec<ObjectMeta>, Vec<ObjectMeta
 pub fn range_of(path: &Path) -> Option<(u64, u64)> {
     let mut parts = path.filename()?.strip_prefix("part-")?.split(['-', '.']);
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Athena's projection template names the directories delivery writes.
+    #[test]
+    fn the_partition_template_is_the_partition_of_its_value() {
+        let at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 27, 13, 5, 0).unwrap();
+        for (layout, value) in [
+            (Layout::Hive, "2026-11-27"),
+            (Layout::Firehose, "2026/11/27/13"),
+        ] {
+            let (template, _) = partition_template(layout);
+            assert_eq!(template.replace("${dt}", value), partition(layout, at));
+            assert_eq!(partition_day(&partition(layout, at)), Some(at.date_naive()));
+        }
+    }
 }

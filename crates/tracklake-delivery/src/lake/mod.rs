@@ -29,7 +29,8 @@ use crate::encode::Format;
 pub use config::{LakeConfig, Layout, S3Config};
 pub use delta::APP_ID;
 pub use layout::{
-    FileName, Naming, TABLE_DIR, error_path, partition_day, partition_of, range_of, split_covered,
+    FileName, Naming, TABLE_DIR, error_path, partition_day, partition_of, partition_template,
+    range_of, split_covered,
 };
 use place::{Missing, Place};
 pub use reader::{DeltaReader, TableVersion};

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use tracklake_ddl::athena_type;
-use tracklake_delivery::{Format, LakeConfig, Layout, SCHEMA, TABLE_DIR};
+use tracklake_delivery::{Format, LakeConfig, Layout, SCHEMA, TABLE_DIR, partition_template};
 
 use crate::config::{self, AwsConfig};
 
@@ -121,23 +121,15 @@ pub fn athena_ddl(
              WITH SERDEPROPERTIES ('ignore.malformed.json' = 'false')"
         }
     };
-    let (partition, projection) = match lake.layout {
-        Layout::Hive => (
-            "dt=${dt}",
-            format!(
-                "  'projection.dt.format' = 'yyyy-MM-dd',\n  'projection.dt.range' = '{since},NOW',\n  \
-                 'projection.dt.interval' = '1',\n  'projection.dt.interval.unit' = 'DAYS'"
-            ),
-        ),
-        Layout::Firehose => (
-            "${dt}",
-            format!(
-                "  'projection.dt.format' = 'yyyy/MM/dd/HH',\n  'projection.dt.range' = '{}/00,NOW',\n  \
-                 'projection.dt.interval' = '1',\n  'projection.dt.interval.unit' = 'HOURS'",
-                since.format("%Y/%m/%d")
-            ),
-        ),
+    let (partition, format) = partition_template(lake.layout);
+    let (first, unit) = match lake.layout {
+        Layout::Hive => (since.to_string(), "DAYS"),
+        Layout::Firehose => (format!("{}/00", since.format("%Y/%m/%d")), "HOURS"),
     };
+    let projection = format!(
+        "  'projection.dt.format' = '{format}',\n  'projection.dt.range' = '{first},NOW',\n  \
+         'projection.dt.interval' = '1',\n  'projection.dt.interval.unit' = '{unit}'"
+    );
     format!(
         "CREATE DATABASE IF NOT EXISTS {database};\n\n\
          CREATE EXTERNAL TABLE IF NOT EXISTS {database}.{table} (\n{columns}\n)\n\
