@@ -143,8 +143,9 @@ impl Server {
     /// `DELETE /v1/users/{user}/events`: asserts 202 and returns the job's
     /// location.
     pub async fn delete_user(&self, user: &str) -> String {
-        let response = self
-            .http
+        // A connection of its own: a pooled one the server closed while
+        // idle would fail the request, and a DELETE is not retried.
+        let response = reqwest::Client::new()
             .delete(format!("{}/v1/users/{user}/events", self.url))
             .send()
             .await
