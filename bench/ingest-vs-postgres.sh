@@ -8,7 +8,7 @@
 # when missing; run as root, as CI does), fsync and synchronous_commit on,
 # shared_buffers 256MB, the table a hand-rolled tracker would make
 # (uuid primary key, jsonb properties, an index on (user_id, event_at DESC)),
-# loaded by pgbench: one 500-row INSERT per transaction.
+# loaded by pgbench: one 500-row INSERT of literal rows per transaction.
 # tracklake: `serve` at its defaults (delivery to the lake running), loaded by
 # `tracklake bench ingest`, which reports the server's memory too.
 set -euo pipefail
@@ -35,29 +35,44 @@ cargo build --release --locked -p tracklake
 
 echo "== PostgreSQL ($("$PG_BIN/postgres" --version))"
 chmod 755 "$WORK"
-mkdir "$WORK/pg" && chown postgres "$WORK/pg"
+# The cluster, its log and its socket in directories the postgres user owns.
+mkdir "$WORK/pg" "$WORK/pg-run" && chown postgres "$WORK/pg" "$WORK/pg-run"
+SOCK="$WORK/pg-run"
 runuser -u postgres -- "$PG_BIN/initdb" -D "$WORK/pg" -A trust >/dev/null
-runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w start \
-  -o "-p $PG_PORT -k $WORK -c fsync=on -c synchronous_commit=on -c shared_buffers=256MB" >/dev/null
-PSQL=(runuser -u postgres -- psql -q -h "$WORK" -p "$PG_PORT" -d postgres)
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$SOCK/pg.log" -w start \
+  -o "-p $PG_PORT -k $SOCK -c fsync=on -c synchronous_commit=on -c shared_buffers=256MB" >/dev/null
+PSQL=(runuser -u postgres -- psql -q -h "$SOCK" -p "$PG_PORT" -d postgres)
 "${PSQL[@]}" -c "CREATE TABLE events (
   event_id uuid PRIMARY KEY DEFAULT gen_random_uuid(), user_id bigint NOT NULL,
   event_type text NOT NULL, event_at timestamptz NOT NULL, user_agent text,
   ip_address inet, properties jsonb);
   CREATE INDEX events_user_time ON events (user_id, event_at DESC);"
-cat > "$WORK/insert.sql" <<SQL
-INSERT INTO events (user_id, event_type, event_at, user_agent, ip_address, properties)
-SELECT (random() * 100000)::bigint,
-       CASE WHEN random() < 0.3 THEN 'login' ELSE 'material-view' END,
-       now() - random() * interval '30 days',
-       'Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36',
-       '57.161.250.74',
-       jsonb_build_object('material_id', 'm' || (random() * 5000)::int, 'plan', 'pro')
-FROM generate_series(1, $BATCH);
-SQL
-chmod 644 "$WORK/insert.sql"
-PG_OUT=$(runuser -u postgres -- pgbench -n -h "$WORK" -p "$PG_PORT" -c "$CONNECTIONS" -j 2 \
-  -T "$DURATION" -f "$WORK/insert.sql" postgres 2>&1)
+# Eight different 500-row INSERTs of literal rows (the client sends each
+# event, as tracklake's clients do), picked at random by pgbench.
+python3 - "$SOCK" "$BATCH" <<'PY'
+import json, random, sys, datetime
+out, batch = sys.argv[1], int(sys.argv[2])
+agent = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+         "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36")
+now = datetime.datetime.now(datetime.timezone.utc)
+for n in range(8):
+    rows = []
+    for _ in range(batch):
+        at = now - datetime.timedelta(seconds=random.randint(0, 30 * 86400))
+        kind = "login" if random.random() < 0.3 else "material-view"
+        props = json.dumps({"material_id": f"m{random.randint(1, 5000)}", "plan": "pro"})
+        ip = ".".join(str(random.randint(1, 223)) for _ in range(4))
+        rows.append(f"({random.randint(1, 100000)}, '{kind}', '{at.isoformat()}', "
+                    f"'{agent}', '{ip}', '{props}')")
+    with open(f"{out}/insert-{n}.sql", "w") as f:
+        f.write("INSERT INTO events (user_id, event_type, event_at, user_agent, ip_address, "
+                "properties) VALUES\n" + ",\n".join(rows) + ";\n")
+PY
+chmod 644 "$SOCK"/insert-*.sql
+SCRIPTS=()
+for f in "$SOCK"/insert-*.sql; do SCRIPTS+=(-f "$f"); done
+PG_OUT=$(runuser -u postgres -- pgbench -n -h "$SOCK" -p "$PG_PORT" -c "$CONNECTIONS" -j 2 \
+  -T "$DURATION" "${SCRIPTS[@]}" postgres 2>&1)
 PG_TPS=$(echo "$PG_OUT" | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
 PG_ROWS=$(awk -v t="$PG_TPS" -v b="$BATCH" 'BEGIN { printf "%.0f", t * b }')
 echo "pgbench -c $CONNECTIONS, one $BATCH-row INSERT per transaction, $DURATION s: $PG_TPS transactions/s = $PG_ROWS rows/s"
