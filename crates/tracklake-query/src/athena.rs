@@ -72,9 +72,19 @@ impl Catalog {
             locations: config.locations.clone(),
             lake,
         };
-        for sql in saved.databases.values().chain(saved.tables.values()) {
+        for sql in saved.databases.values() {
             if let Err(e) = catalog.run(ctx, sql).await {
-                tracing::warn!(statement = %sql, error = %e, "a saved table definition no longer applies; skipped");
+                tracing::warn!(statement = %sql, error = %e, "a saved database definition no longer applies; skipped");
+            }
+        }
+        for (name, sql) in &saved.tables {
+            if let Err(e) = catalog.run(ctx, sql).await {
+                // Kept, to be tried again at the next start: its location
+                // may only be out of reach for now (a Delta table's log on
+                // S3, say). DROP TABLE removes it.
+                tracing::warn!(statement = %sql, error = %e, "a saved table definition cannot be loaded now; the table is missing until a restart finds it");
+                let mut kept = catalog.saved.lock().expect("catalog lock");
+                kept.tables.insert(name.clone(), sql.clone());
             }
         }
         Ok(catalog)

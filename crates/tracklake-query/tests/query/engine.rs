@@ -118,6 +118,39 @@ async fn definitions_survive_a_restart() {
     assert_eq!(count(&engine, "SHOW TABLES IN app").await, "");
 }
 
+/// A Delta table defined with Athena's DDL reads the log's version; if its
+/// log cannot be read at a start, the definition is kept and the table comes
+/// back at the next start that finds it.
+#[tokio::test]
+async fn a_delta_definition_outlives_a_start_without_its_log() {
+    let setup = Setup::new(&events(), Format::Parquet).await;
+    let table_dir = setup.dir.path().join("lake/events");
+    {
+        let engine = setup.engine().await;
+        let ddl = format!(
+            "CREATE EXTERNAL TABLE copy LOCATION '{}/' TBLPROPERTIES ('table_type' = 'DELTA')",
+            table_dir.display()
+        );
+        engine.run(&ddl).await.unwrap();
+        assert_eq!(count(&engine, "SELECT count(*) FROM copy").await, "80");
+        assert_eq!(
+            count(&engine, "SELECT count(DISTINCT dt) FROM copy").await,
+            count(&engine, "SELECT count(DISTINCT dt) FROM events").await
+        );
+    }
+    let hidden = setup.dir.path().join("hidden-log");
+    std::fs::rename(table_dir.join("_delta_log"), &hidden).unwrap();
+    {
+        let engine = setup.engine().await;
+        assert!(engine.run("SELECT count(*) FROM copy").await.is_err());
+        // Another change to the catalog must not drop the kept definition.
+        engine.run("CREATE DATABASE other").await.unwrap();
+    }
+    std::fs::rename(&hidden, table_dir.join("_delta_log")).unwrap();
+    let engine = setup.engine().await;
+    assert_eq!(count(&engine, "SELECT count(*) FROM copy").await, "80");
+}
+
 #[tokio::test]
 async fn answers_are_cut_at_max_rows() {
     let mut setup = Setup::new(&events(), Format::Parquet).await;
