@@ -13,6 +13,23 @@ use crate::Error;
 use crate::encode::parquet_properties;
 use crate::inspect::{json_ids_of, text_column};
 
+/// The record batches of a Parquet file (64k rows each), all columns or
+/// just `column`.
+pub(crate) fn parquet_batches(
+    data: bytes::Bytes,
+    column: Option<&str>,
+) -> Result<impl Iterator<Item = Result<arrow_array::RecordBatch, Error>>, Error> {
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(data)
+        .map_err(Error::Parquet)?
+        .with_batch_size(64 * 1024);
+    if let Some(column) = column {
+        let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), [column]);
+        builder = builder.with_projection(mask);
+    }
+    let reader = builder.build().map_err(Error::Parquet)?;
+    Ok(reader.map(|batch| batch.map_err(Error::Arrow)))
+}
+
 /// The rows of Parquet `sources` for which `keep(user_id, event_id)` holds,
 /// as one Parquet file, and how many there are.
 pub(crate) fn filter_parquet(
@@ -22,13 +39,8 @@ pub(crate) fn filter_parquet(
     let mut writer: Option<ArrowWriter<Vec<u8>>> = None;
     let mut rows = 0;
     for source in sources {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(source)
-            .map_err(Error::Parquet)?
-            .with_batch_size(64 * 1024)
-            .build()
-            .map_err(Error::Parquet)?;
-        for batch in reader {
-            let batch = batch.map_err(Error::Arrow)?;
+        for batch in parquet_batches(source, None)? {
+            let batch = batch?;
             let (users, ids) = (
                 text_column(&batch, "user_id")?,
                 text_column(&batch, "event_id")?,
@@ -103,15 +115,9 @@ fn ndjson_text(source: &[u8], gzip: bool) -> Result<String, Error> {
 /// `user`: reads only the `user_id` column of a Parquet file.
 pub(crate) fn rows_of_user(path: &str, data: bytes::Bytes, user: &str) -> Result<usize, Error> {
     if path.ends_with(".parquet") {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(Error::Parquet)?;
-        let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), ["user_id"]);
         let mut n = 0;
-        for batch in builder
-            .with_projection(mask)
-            .build()
-            .map_err(Error::Parquet)?
-        {
-            let users = text_column(&batch.map_err(Error::Arrow)?, "user_id")?;
+        for batch in parquet_batches(data, Some("user_id"))? {
+            let users = text_column(&batch?, "user_id")?;
             n += users.iter().filter(|u| *u == Some(user)).count();
         }
         return Ok(n);
@@ -128,15 +134,9 @@ pub(crate) fn rows_of_user(path: &str, data: bytes::Bytes, user: &str) -> Result
 /// The `user_id` column of a Parquet file, in file order.
 #[cfg(test)]
 pub(crate) fn user_ids(data: bytes::Bytes) -> Result<Vec<String>, Error> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(data).map_err(Error::Parquet)?;
-    let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), ["user_id"]);
     let mut users = Vec::new();
-    for batch in builder
-        .with_projection(mask)
-        .build()
-        .map_err(Error::Parquet)?
-    {
-        let column = text_column(&batch.map_err(Error::Arrow)?, "user_id")?;
+    for batch in parquet_batches(data, Some("user_id"))? {
+        let column = text_column(&batch?, "user_id")?;
         users.extend(column.iter().flatten().map(str::to_owned));
     }
     Ok(users)

@@ -28,6 +28,16 @@ fn event(id: &str, day: u32) -> Event {
     }
 }
 
+/// Events `e<i>` for `ids`, the one with id `i` on November `day(i)`.
+fn events(ids: std::ops::Range<u32>, day: impl Fn(u32) -> u32) -> Vec<Event> {
+    ids.map(|i| event(&format!("e{i}"), day(i))).collect()
+}
+
+/// Spread over three days.
+fn three_days(i: u32) -> u32 {
+    20 + i % 3
+}
+
 struct Setup {
     _dir: tempfile::TempDir,
     table: Arc<EmbeddedTable>,
@@ -148,10 +158,7 @@ async fn stopping_publishes_what_is_buffered() {
     });
     // A 15-minute buffer: only the stop can publish these in time.
     let d = s.deliver(900);
-    s.table
-        .put((0..50).map(|i| event(&format!("e{i}"), 27)).collect())
-        .await
-        .unwrap();
+    s.table.put(events(0..50, |_| 27)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         read_lake(&s.lake).await.unwrap().is_empty(),
@@ -171,20 +178,11 @@ async fn stopping_publishes_what_is_buffered() {
 #[tokio::test]
 async fn a_delivery_cut_short_is_neither_lost_nor_doubled_in_a_delta_lake() {
     let s = setup(LakeConfig::default());
-    s.table
-        .put(
-            (0..30)
-                .map(|i| event(&format!("e{i}"), 20 + i % 3))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    s.table.put(events(0..30, three_days)).await.unwrap();
     // Changes 1..=10 were committed, but the process died before it moved
     // the table's checkpoint.
     assert_eq!(crate::claim_lake(&*s.table, &s.lake).await.unwrap(), 0);
-    let first: Vec<Event> = (0..10)
-        .map(|i| event(&format!("e{i}"), 20 + i % 3))
-        .collect();
+    let first = events(0..10, three_days);
     let refs: Vec<&Event> = first.iter().collect();
     let body = bytes::Bytes::from(crate::encode(&refs, Format::Parquet, false).unwrap());
     let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
@@ -218,11 +216,7 @@ async fn a_delivery_cut_short_is_neither_lost_nor_doubled_in_a_delta_lake() {
 #[tokio::test]
 async fn two_tables_cannot_share_one_lake() {
     let first = setup(LakeConfig::default());
-    first
-        .table
-        .put((0..5).map(|i| event(&format!("e{i}"), 20)).collect())
-        .await
-        .unwrap();
+    first.table.put(events(0..5, |_| 20)).await.unwrap();
     first.deliver(900).stop().await.unwrap();
     let other = Arc::new(
         EmbeddedTable::open(&first._dir.path().join("other"), &TableConfig::default()).unwrap(),
@@ -245,14 +239,7 @@ async fn an_interrupted_delivery_is_finished_without_doubles() {
         format: Format::Ndjson,
         ..LakeConfig::default()
     });
-    s.table
-        .put(
-            (0..30)
-                .map(|i| event(&format!("e{i}"), 20 + i % 3))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    s.table.put(events(0..30, three_days)).await.unwrap();
     // A delivery of changes 1..=30 crashed after recording its intent and
     // publishing one of its three files; a later file of an unrelated range
     // must not be touched.
@@ -271,10 +258,7 @@ async fn an_interrupted_delivery_is_finished_without_doubles() {
         .await
         .unwrap();
     // Events stored after the crash must not widen the interrupted range.
-    s.table
-        .put((30..40).map(|i| event(&format!("e{i}"), 20)).collect())
-        .await
-        .unwrap();
+    s.table.put(events(30..40, |_| 20)).await.unwrap();
 
     let d = s.deliver(900);
     d.stop().await.unwrap();

@@ -8,10 +8,10 @@ use std::sync::atomic::Ordering;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_ord::sort::{SortColumn, lexsort_to_indices};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::encode::{SCHEMA, parquet_properties};
 use crate::lake::{LakeFile, NewFile, Operation, Update, partition_of, range_of};
+use crate::rewrite::parquet_batches;
 use crate::{CompactionConfig, Error, Lake, Status};
 
 /// Rows sorted together: a row group of the merged file. Bounds the memory
@@ -111,13 +111,8 @@ fn merge_sorted(sources: Vec<bytes::Bytes>) -> Result<(Vec<u8>, usize), Error> {
         .map_err(Error::Parquet)?;
     let (mut pending, mut pending_rows, mut rows) = (Vec::new(), 0, 0);
     for source in sources {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(source)
-            .map_err(Error::Parquet)?
-            .with_batch_size(64 * 1024)
-            .build()
-            .map_err(Error::Parquet)?;
-        for batch in reader {
-            let batch = batch.map_err(Error::Arrow)?;
+        for batch in parquet_batches(source, None)? {
+            let batch = batch?;
             pending_rows += batch.num_rows();
             pending.push(batch);
             if pending_rows >= SORT_ROWS {

@@ -7,8 +7,8 @@ use crate::{CONSUMER, Error};
 /// Puts the Parquet file of changes `first..=last` (events `e<first-1>`…),
 /// less `left_out`, under its name of the earlier layout.
 async fn put_legacy(lake: &Lake, first: u64, last: u64, version: u32, left_out: &[&str]) {
-    let events: Vec<Event> = (first - 1..last)
-        .map(|i| event(&format!("e{i}"), 20))
+    let events: Vec<Event> = events(first as u32 - 1..last as u32, |_| 20)
+        .into_iter()
         .filter(|e| !left_out.contains(&e.event_id.as_str()))
         .collect();
     let refs: Vec<&Event> = events.iter().collect();
@@ -32,10 +32,7 @@ async fn put_legacy(lake: &Lake, first: u64, last: u64, version: u32, left_out: 
 #[tokio::test]
 async fn a_lake_of_the_earlier_layout_is_converted_without_loss() {
     let s = setup(LakeConfig::default());
-    s.table
-        .put((0..40).map(|i| event(&format!("e{i}"), 20)).collect())
-        .await
-        .unwrap();
+    s.table.put(events(0..40, |_| 20)).await.unwrap();
     put_legacy(&s.lake, 1, 10, 0, &[]).await;
     put_legacy(&s.lake, 11, 20, 0, &[]).await;
     put_legacy(&s.lake, 1, 20, 0, &[]).await;

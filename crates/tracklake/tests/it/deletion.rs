@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{BIN, FAST_LAKE_CONFIG, Server, lake_ids};
+use crate::harness::{BIN, FAST_LAKE_CONFIG, Server, lake_ids, stdout_of};
 
 /// `n` logins of `user`, with event ids `<user>-<i>` spread over ten days.
 fn logins(user: &str, n: usize) -> Value {
@@ -58,18 +58,13 @@ async fn wait_done(s: &Server, location: &str) -> Value {
 }
 
 fn cli_delete(args: &[&str]) -> Value {
-    let out = Command::new(BIN)
-        .args(["users", "delete"])
-        .args(args)
-        .env_remove("TRACKLAKE_KEY")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        Command::new(BIN)
+            .args(["users", "delete"])
+            .args(args)
+            .env_remove("TRACKLAKE_KEY"),
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&out).unwrap()
 }
 
 #[tokio::test]

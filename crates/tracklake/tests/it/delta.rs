@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{BIN, Server, have, lake_files, lake_ids, runs};
+use crate::harness::{BIN, FAST_LAKE_CONFIG, Server, have, lake_files, lake_ids, runs, stdout_of};
 
 /// One-second delivery and compaction, and vacuum two seconds after a
 /// file is removed (queries take milliseconds), so every kind of commit
@@ -33,17 +33,12 @@ print(json.dumps({
 "#;
 
 fn read_outside(lake: &std::path::Path) -> Value {
-    let out = Command::new("python3")
-        .args(["-c", COUNT])
-        .arg(lake.join("events"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        Command::new("python3")
+            .args(["-c", COUNT])
+            .arg(lake.join("events")),
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&out).unwrap()
 }
 
 /// `n` events of `user`, ids `<user>-<batch>-<i>`, over five days.
@@ -77,7 +72,10 @@ async fn python_deltalake_and_polars_count_each_event_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let lake = data.join("lake");
-    let s = Server::start(&data, CHURN_CONFIG);
+    // The default retention: a Python reader takes seconds to start and
+    // read a version, longer than CHURN_CONFIG's two seconds keep its files
+    // (docs/LAKE.md: the retention is what keeps older readers working).
+    let s = Server::start(&data, FAST_LAKE_CONFIG);
     // Several deliveries, so compaction has small files to merge.
     for batch in 0..4 {
         for user in ["ann", "ben", "cat"] {
@@ -106,13 +104,11 @@ async fn python_deltalake_and_polars_count_each_event_once() {
     assert_eq!(seen["users"], json!(["ann", "cat"]), "{seen}");
 
     // The CLI reads the same log.
-    let out = Command::new(BIN)
-        .args(["lake", "history", "--limit", "1000", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = stdout_of(
+        Command::new(BIN)
+            .args(["lake", "history", "--limit", "1000", "--data-dir"])
+            .arg(&data),
+    );
     for operation in ["CREATE TABLE", "STREAMING UPDATE", "OPTIMIZE", "DELETE"] {
         assert!(text.contains(operation), "no {operation} in\n{text}");
     }

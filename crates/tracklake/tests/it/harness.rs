@@ -183,6 +183,19 @@ impl Drop for Server {
     }
 }
 
+/// Runs `command` to its end and returns what it printed on stdout; a
+/// failure panics with both its outputs.
+pub fn stdout_of(command: &mut Command) -> String {
+    let out = command.output().expect("start the command");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// Config used by most tests: the article's two event types.
 pub const ARTICLE_CONFIG: &str = "[ingest]\nevent_types = [\"login\", \"material-view\"]\n";
 

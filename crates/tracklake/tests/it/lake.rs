@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{BIN, FAST_LAKE_CONFIG, Server, lake_ids};
+use crate::harness::{BIN, FAST_LAKE_CONFIG, Server, lake_ids, stdout_of};
 
 #[tokio::test]
 async fn accepted_events_reach_the_lake_in_their_own_day() {
@@ -39,13 +39,11 @@ async fn accepted_events_reach_the_lake_in_their_own_day() {
         .count();
     assert_eq!(backdated, 1, "the backdated event has its own partition");
 
-    let out = Command::new(BIN)
-        .args(["lake", "ls", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = stdout_of(
+        Command::new(BIN)
+            .args(["lake", "ls", "--data-dir"])
+            .arg(&data),
+    );
     assert!(
         text.contains("dt=2019-06-29") && text.contains("3 rows"),
         "{text}"
@@ -156,18 +154,11 @@ fn lake_migrate_converts_a_lake_of_the_earlier_layout() {
         .unwrap();
     }
     let migrate = || {
-        let out = Command::new(BIN)
-            .args(["lake", "migrate", "--data-dir"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
+        stdout_of(
+            Command::new(BIN)
+                .args(["lake", "migrate", "--data-dir"])
+                .arg(&data),
+        )
     };
     let text = migrate();
     assert!(

@@ -208,17 +208,11 @@ async fn athena_ddl_defines_the_lake_as_written() {
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        let out = std::process::Command::new(crate::harness::BIN)
-            .args(["aws", "athena-ddl", "--config"])
-            .arg(data.with_extension("toml"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let ddl = crate::harness::stdout_of(
+            std::process::Command::new(crate::harness::BIN)
+                .args(["aws", "athena-ddl", "--config"])
+                .arg(data.with_extension("toml")),
         );
-        let ddl = String::from_utf8(out.stdout).unwrap();
         assert!(
             ddl.contains(&format!("LOCATION 's3://{bucket}/lake/events/'")),
             "{ddl}"
