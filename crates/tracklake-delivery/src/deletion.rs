@@ -31,6 +31,7 @@ use crate::Error;
 use crate::lake::{
     FileName, Lake, NewFile, Operation, Update, partition_of, range_of, split_covered,
 };
+use crate::partitions::Erasing;
 use crate::rewrite::{filter_ndjson, filter_parquet, rows_of_user};
 use crate::row::Row;
 
@@ -71,6 +72,9 @@ pub struct Suppression {
     users: Mutex<HashMap<String, u64>>,
     /// Held while delivery publishes a batch.
     publishing: tokio::sync::Mutex<()>,
+    /// Erasures begun so far: a buffer encoded while this moved on may
+    /// hold a user it had to leave out.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Suppression {
@@ -99,6 +103,17 @@ impl Suppression {
             .collect()
     }
 
+    /// How many erasures have begun.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The users whose changes must not be published now, if any.
+    pub(crate) fn erasing(&self) -> Option<Erasing> {
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        (!users.is_empty()).then(|| users.clone())
+    }
+
     /// Delivery committed everything up to `seq`: entries it covers are done.
     pub(crate) fn delivered_through(&self, seq: u64) {
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
@@ -109,6 +124,8 @@ impl Suppression {
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         let entry = users.entry(user.to_owned()).or_default();
         *entry = (*entry).max(through);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

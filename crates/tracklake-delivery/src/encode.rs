@@ -18,11 +18,12 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::{Arc, LazyLock};
 
-use arrow_array::builder::{BooleanBuilder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::builder::{
+    ArrayBuilder, BooleanBuilder, StringBuilder, TimestampMicrosecondBuilder,
+};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, compute_leaves};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
@@ -122,43 +123,76 @@ pub fn record_batch(events: &[&Event]) -> Result<RecordBatch, Error> {
 
 /// The rows as one Arrow batch in [`SCHEMA`].
 fn rows_batch(rows: &[Row]) -> Result<RecordBatch, Error> {
-    let n = rows.len();
-    let texts = || StringBuilder::with_capacity(n, n * 16);
-    let (mut id, mut user, mut kind, mut ua, mut ip, mut props) =
-        (texts(), texts(), texts(), texts(), texts(), texts());
-    let (mut d_type, mut d_os, mut d_osv, mut d_br, mut d_brv, mut d_brand, mut d_model) = (
-        texts(),
-        texts(),
-        texts(),
-        texts(),
-        texts(),
-        texts(),
-        texts(),
-    );
-    let utc = |b: TimestampMicrosecondBuilder| b.with_timezone("UTC");
-    let (mut at, mut received) = (
-        utc(TimestampMicrosecondBuilder::with_capacity(n)),
-        utc(TimestampMicrosecondBuilder::with_capacity(n)),
-    );
-    let mut bot = BooleanBuilder::with_capacity(n);
-    let mut address = String::new();
-    for e in rows {
-        id.append_value(&e.event_id);
-        user.append_value(&e.user_id);
-        kind.append_value(&e.event_type);
-        at.append_value(e.event_at.timestamp_micros());
-        received.append_value(e.received_at.timestamp_micros());
-        ua.append_option(e.user_agent.as_deref());
+    let mut columns = Columns::with_capacity(rows.len());
+    for row in rows {
+        columns.push(row);
+    }
+    columns.finish()
+}
+
+/// Arrow builders of the [`SCHEMA`] columns, filled a row at a time.
+pub(crate) struct Columns {
+    id: StringBuilder,
+    user: StringBuilder,
+    kind: StringBuilder,
+    at: TimestampMicrosecondBuilder,
+    received: TimestampMicrosecondBuilder,
+    ua: StringBuilder,
+    ip: StringBuilder,
+    props: StringBuilder,
+    /// `device_type` to `device_model`, in [`SCHEMA`] order.
+    device: [StringBuilder; 7],
+    bot: BooleanBuilder,
+    /// The text of an IP address, reused.
+    address: String,
+}
+
+impl Columns {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        let texts = || StringBuilder::with_capacity(n, n * 16);
+        let time = || TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+        Columns {
+            id: texts(),
+            user: texts(),
+            kind: texts(),
+            at: time(),
+            received: time(),
+            ua: texts(),
+            ip: texts(),
+            props: texts(),
+            device: std::array::from_fn(|_| texts()),
+            bot: BooleanBuilder::with_capacity(n),
+            address: String::new(),
+        }
+    }
+
+    /// Rows pushed since the last [`Columns::finish`].
+    pub(crate) fn len(&self) -> usize {
+        self.bot.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn push(&mut self, e: &Row) {
+        self.id.append_value(&e.event_id);
+        self.user.append_value(&e.user_id);
+        self.kind.append_value(&e.event_type);
+        self.at.append_value(e.event_at.timestamp_micros());
+        self.received.append_value(e.received_at.timestamp_micros());
+        self.ua.append_option(e.user_agent.as_deref());
         match e.ip_address {
             Some(a) => {
-                address.clear();
-                write!(address, "{a}").expect("writing to a String");
-                ip.append_value(&address);
+                self.address.clear();
+                write!(self.address, "{a}").expect("writing to a String");
+                self.ip.append_value(&self.address);
             }
-            None => ip.append_null(),
+            None => self.ip.append_null(),
         }
-        props.append_value(&e.properties);
+        self.props.append_value(&e.properties);
         let d = &e.device;
+        let [d_type, d_os, d_osv, d_br, d_brv, d_brand, d_model] = &mut self.device;
         d_type.append_value(&d.kind);
         d_os.append_option(d.os.as_deref());
         d_osv.append_option(d.os_version.as_deref());
@@ -166,27 +200,29 @@ fn rows_batch(rows: &[Row]) -> Result<RecordBatch, Error> {
         d_brv.append_option(d.browser_version.as_deref());
         d_brand.append_option(d.brand.as_deref());
         d_model.append_option(d.model.as_deref());
-        bot.append_value(d.is_bot);
+        self.bot.append_value(d.is_bot);
     }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(id.finish()),
-        Arc::new(user.finish()),
-        Arc::new(kind.finish()),
-        Arc::new(at.finish()),
-        Arc::new(received.finish()),
-        Arc::new(ua.finish()),
-        Arc::new(ip.finish()),
-        Arc::new(props.finish()),
-        Arc::new(d_type.finish()),
-        Arc::new(d_os.finish()),
-        Arc::new(d_osv.finish()),
-        Arc::new(d_br.finish()),
-        Arc::new(d_brv.finish()),
-        Arc::new(d_brand.finish()),
-        Arc::new(d_model.finish()),
-        Arc::new(bot.finish()),
-    ];
-    RecordBatch::try_new(SCHEMA.clone(), columns).map_err(Error::Arrow)
+
+    /// The rows pushed so far as one batch; the builders start empty again.
+    pub(crate) fn finish(&mut self) -> Result<RecordBatch, Error> {
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.id.finish()),
+            Arc::new(self.user.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.at.finish()),
+            Arc::new(self.received.finish()),
+            Arc::new(self.ua.finish()),
+            Arc::new(self.ip.finish()),
+            Arc::new(self.props.finish()),
+        ];
+        columns.extend(
+            self.device
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
+        columns.push(Arc::new(self.bot.finish()));
+        RecordBatch::try_new(SCHEMA.clone(), columns).map_err(Error::Arrow)
+    }
 }
 
 /// How every Parquet file of the lake is written.
@@ -204,67 +240,14 @@ pub(crate) fn parquet_properties() -> Result<WriterProperties, Error> {
         .build())
 }
 
-/// The rows as one Parquet file. The columns of each row group are
-/// encoded and compressed on two threads: they are independent, and this
-/// is most of delivery's work.
+/// The rows as one Parquet file.
 pub(crate) fn parquet(rows: &[Row]) -> Result<Vec<u8>, Error> {
-    let props = parquet_properties()?;
-    let writer =
-        ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(props)).map_err(Error::Parquet)?;
-    let (mut file, columns) = writer.into_serialized_writer().map_err(Error::Parquet)?;
-    for (index, group) in rows.chunks(ROW_GROUP_ROWS).enumerate() {
-        let batches = group
-            .chunks(ARROW_BATCH_ROWS)
-            .map(rows_batch)
-            .collect::<Result<Vec<_>, _>>()?;
-        // Alternate columns between the threads: the heavy ones come first.
-        let (even, odd): (Vec<_>, Vec<_>) = columns
-            .create_column_writers(index)
-            .map_err(Error::Parquet)?
-            .into_iter()
-            .enumerate()
-            .partition(|(i, _)| i % 2 == 0);
-        let mut chunks = std::thread::scope(|scope| {
-            let helper = scope.spawn(|| encode_columns(odd, &batches));
-            let mut chunks = encode_columns(even, &batches)?;
-            // A panic in the helper is a bug: let it surface as one.
-            chunks.extend(
-                helper
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p))?,
-            );
-            Ok::<_, Error>(chunks)
-        })?;
-        chunks.sort_by_key(|(i, _)| *i);
-        let mut row_group = file.next_row_group().map_err(Error::Parquet)?;
-        for (_, chunk) in chunks {
-            chunk
-                .append_to_row_group(&mut row_group)
-                .map_err(Error::Parquet)?;
-        }
-        row_group.close().map_err(Error::Parquet)?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(parquet_properties()?))
+        .map_err(Error::Parquet)?;
+    for chunk in rows.chunks(ARROW_BATCH_ROWS) {
+        writer.write(&rows_batch(chunk)?).map_err(Error::Parquet)?;
     }
-    file.into_inner().map_err(Error::Parquet)
-}
-
-/// Encodes the given columns (by their index in [`SCHEMA`]) of every batch.
-fn encode_columns(
-    writers: Vec<(usize, ArrowColumnWriter)>,
-    batches: &[RecordBatch],
-) -> Result<Vec<(usize, ArrowColumnChunk)>, Error> {
-    writers
-        .into_iter()
-        .map(|(i, mut writer)| {
-            for batch in batches {
-                for leaf in
-                    compute_leaves(SCHEMA.field(i), batch.column(i)).map_err(Error::Parquet)?
-                {
-                    writer.write(&leaf).map_err(Error::Parquet)?;
-                }
-            }
-            Ok((i, writer.close().map_err(Error::Parquet)?))
-        })
-        .collect()
+    writer.into_inner().map_err(Error::Parquet)
 }
 
 #[cfg(test)]

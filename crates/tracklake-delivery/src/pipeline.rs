@@ -19,7 +19,9 @@ use tracklake_metrics::names;
 use tracklake_table::{Change, ChangeLog};
 
 use crate::CompactionConfig;
-use crate::publish::Publisher;
+use crate::encode::Format;
+use crate::partitions::ParquetBuffer;
+use crate::publish::{Buffered, Publisher};
 use crate::{Error, Lake};
 
 /// The change-stream consumer name of the lake, and of its intent.
@@ -248,6 +250,75 @@ struct Worker {
 /// The publish under way.
 type InFlight = Option<tokio::task::JoinHandle<Result<(), Error>>>;
 
+/// What the worker holds of the range it is reading.
+enum Filling {
+    /// The changes themselves: NDJSON files and a record sink need events.
+    Changes(Vec<Change>),
+    /// A Parquet lake's files, encoded as the changes are read, and the
+    /// erasure generation when the range began.
+    Parquet {
+        buffer: ParquetBuffer,
+        generation: u64,
+    },
+}
+
+impl Filling {
+    fn empty(lake: &Lake) -> Self {
+        if lake.format() == Format::Parquet && lake.sink().is_none() {
+            Filling::Parquet {
+                buffer: ParquetBuffer::new(),
+                generation: lake.suppression.generation(),
+            }
+        } else {
+            Filling::Changes(Vec::new())
+        }
+    }
+
+    /// Takes in a batch read from the change stream.
+    async fn add(&mut self, lake: &Arc<Lake>, batch: Vec<Change>) -> Result<(), Error> {
+        match self {
+            Filling::Changes(changes) => changes.extend(batch),
+            Filling::Parquet { buffer, .. } => {
+                let mut taken = std::mem::replace(buffer, ParquetBuffer::new());
+                let lake = lake.clone();
+                let erasing = lake.suppression.erasing();
+                // Encoding is CPU work: off the async workers.
+                *buffer = tokio::task::spawn_blocking(move || {
+                    taken.append(&lake, &batch, erasing.as_ref())?;
+                    Ok::<_, Error>(taken)
+                })
+                .await
+                .map_err(|e| Error::Task(e.to_string()))??;
+            }
+        }
+        Ok(())
+    }
+
+    /// What a publish of `(from, to]` takes: a Parquet buffer's files are
+    /// finished here (off the async workers), while the next range fills.
+    async fn into_buffered(self, lake: Arc<Lake>, from: u64, to: u64) -> Buffered {
+        match self {
+            Filling::Changes(changes) => Buffered::Changes(Arc::new(changes)),
+            Filling::Parquet { buffer, generation } => {
+                let finished = tokio::task::spawn_blocking(move || buffer.finish(&lake, from, to))
+                    .await
+                    .map_err(|e| Error::Task(e.to_string()))
+                    .and_then(|finished| finished);
+                match finished {
+                    Ok(encoded) => Buffered::Encoded {
+                        encoded,
+                        generation,
+                    },
+                    Err(error) => {
+                        tracing::error!(%error, from, to, "finishing a delivery's files failed; reading the range again");
+                        Buffered::Reread
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Worker {
     async fn run(mut self) -> Result<(), Error> {
         let p = self.publisher.clone();
@@ -269,7 +340,8 @@ impl Worker {
         let mut changes = p.table.watch_changes();
         let limit = self.config.buffer_size_mib * 1024 * 1024;
         let interval = Duration::from_secs(self.config.buffer_interval_secs);
-        let (mut buffer, mut buffered_bytes, mut since) = (Vec::new(), 0u64, None::<Instant>);
+        let mut buffer = Filling::empty(&p.lake);
+        let (mut buffered_bytes, mut since) = (0u64, None::<Instant>);
         // When the oldest event in `buffer` was received, in ms.
         let mut buffer_oldest_ms = 0i64;
         // `read`: the newest change read; `handed`: the end of the range
@@ -296,10 +368,8 @@ impl Worker {
                             .store(buffer_oldest_ms, Ordering::Relaxed);
                     }
                 }
-                for change in batch {
-                    buffered_bytes += change.json.len() as u64;
-                    buffer.push(change);
-                }
+                buffered_bytes += batch.iter().map(|c| c.json.len() as u64).sum::<u64>();
+                buffer.add(&p.lake, batch).await?;
             }
             let full = buffered_bytes >= limit;
             let due = since.map(|s| s + interval);
@@ -308,10 +378,11 @@ impl Worker {
                 // One range at a time: the next intent is saved only once
                 // the previous range is committed.
                 self.finish(&mut in_flight, buffer_oldest_ms).await?;
-                let events = Arc::new(std::mem::take(&mut buffer));
+                let filled = std::mem::replace(&mut buffer, Filling::empty(&p.lake));
                 let (publisher, from, to) = (p.clone(), handed, read);
                 in_flight = Some(tokio::spawn(async move {
-                    publisher.publish_with_retry(from, to, events).await
+                    let buffered = filled.into_buffered(publisher.lake.clone(), from, to).await;
+                    publisher.publish_with_retry(from, to, buffered).await
                 }));
                 (handed, buffered_bytes, since, buffer_oldest_ms) = (read, 0, None, 0);
                 continue;

@@ -13,7 +13,6 @@
 //!
 //! Then the table's checkpoint moves to `to` and the change log is trimmed.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,7 +22,7 @@ use tokio::sync::watch;
 use tracklake_table::{Change, ChangeLog};
 
 use crate::lake::{NewFile, Operation, Update};
-use crate::partitions::{EncodedFile, encode_partitions};
+use crate::partitions::{Encoded, encode_partitions};
 use crate::pipeline::{CONSUMER, INTENT, Status};
 use crate::{Error, Lake};
 
@@ -67,9 +66,23 @@ pub(crate) struct Publisher {
     pub status: Arc<Status>,
 }
 
+/// What a publish takes for its range.
+pub(crate) enum Buffered {
+    /// The changes as read (NDJSON files, a record sink, a resumed range).
+    Changes(Arc<Vec<Change>>),
+    /// Parquet files encoded as the changes were read, and the erasure
+    /// generation ([`crate::deletion::Suppression::generation`]) when
+    /// reading began.
+    Encoded { encoded: Encoded, generation: u64 },
+    /// Nothing kept: read the range again from the change log.
+    Reread,
+}
+
 /// What publishing one range did.
 #[derive(Default)]
 struct Published {
+    /// Events published.
+    records: usize,
     /// PUTs that failed and were retried (or records Firehose refused).
     failed_puts: u64,
     bytes: u64,
@@ -112,8 +125,8 @@ impl Publisher {
                 "finishing an interrupted delivery"
             );
             let changes = self.read_through(committed, intent).await?;
-            self.publish(committed, intent, Arc::new(changes), false)
-                .await?;
+            let changes = Buffered::Changes(Arc::new(changes));
+            self.publish(committed, intent, &changes, false).await?;
             return Ok(intent);
         }
         Ok(committed)
@@ -125,11 +138,11 @@ impl Publisher {
         &self,
         from: u64,
         to: u64,
-        events: Arc<Vec<Change>>,
+        buffered: Buffered,
     ) -> Result<(), Error> {
         let mut backoff = Duration::from_millis(100);
         let mut retry = false;
-        while let Err(error) = self.publish(from, to, events.clone(), retry).await {
+        while let Err(error) = self.publish(from, to, &buffered, retry).await {
             if *self.stopping.borrow() {
                 return Err(error);
             }
@@ -154,23 +167,24 @@ impl Publisher {
         Ok(changes)
     }
 
-    /// Publishes changes `(from, to]` (`changes`, less those of users being
-    /// erased) and moves the checkpoint to `to`. `retry`: an earlier try
-    /// may have committed already.
+    /// Publishes changes `(from, to]` (less those of users being erased)
+    /// and moves the checkpoint to `to`. `retry`: an earlier try may have
+    /// committed already.
     async fn publish(
         &self,
         from: u64,
         to: u64,
-        changes: Arc<Vec<Change>>,
+        buffered: &Buffered,
         retry: bool,
     ) -> Result<(), Error> {
         // An erasure waits for this guard before it cleans the lake: what
         // is published under it was filtered, or is cleaned after.
         let _publishing = self.lake.suppression.publishing().await;
-        let erased = Arc::new(self.lake.suppression.erased(&changes));
         let published = match self.lake.sink() {
             Some(sink) => {
                 self.table.save_checkpoint(INTENT, to).await?;
+                let changes = self.changes(from, to, buffered).await?;
+                let erased = self.lake.suppression.erased(&changes);
                 let events = changes
                     .iter()
                     .filter(|c| !erased.contains(&c.seq))
@@ -185,28 +199,32 @@ impl Publisher {
                     .failed_puts
                     .fetch_add(refused, Ordering::Relaxed);
                 Published {
+                    records: events.len(),
                     failed_puts: refused,
                     oldest,
                     ..Published::default()
                 }
             }
             None if self.lake.is_delta() => {
+                let encoded = self.encoded(from, to, buffered).await?;
                 if retry && self.lake.snapshot().await?.delivered >= Some(to) {
                     tracing::info!(to, "the lake's log already holds this delivery");
-                    Published::default()
+                    Published {
+                        records: encoded.records,
+                        failed_records: encoded.failed,
+                        ..Published::default()
+                    }
                 } else {
-                    self.commit_files(from, to, &changes, erased.clone())
-                        .await?
+                    self.commit_files(to, encoded).await?
                 }
             }
             None => {
                 self.table.save_checkpoint(INTENT, to).await?;
-                self.write_files(from, to, &changes, erased.clone())
-                    .await?
-                    .1
+                let encoded = self.encoded(from, to, buffered).await?;
+                self.put_files(&encoded).await?
             }
         };
-        let records = changes.len() - erased.len() - published.failed_records;
+        let records = published.records;
         self.table.save_checkpoint(CONSUMER, to).await?;
         self.table.trim_changes(to).await?;
         self.lake.suppression.delivered_through(to);
@@ -236,19 +254,60 @@ impl Publisher {
         Ok(())
     }
 
-    /// Puts the files of `(from, to]` and commits them with the position
-    /// `to` as one version of the Delta log.
-    async fn commit_files(
+    /// The changes of `(from, to]`: those buffered, or read again.
+    async fn changes(
         &self,
         from: u64,
         to: u64,
-        changes: &Arc<Vec<Change>>,
-        erased: Arc<HashSet<u64>>,
-    ) -> Result<Published, Error> {
+        buffered: &Buffered,
+    ) -> Result<Arc<Vec<Change>>, Error> {
+        match buffered {
+            Buffered::Changes(changes) => Ok(changes.clone()),
+            _ => Ok(Arc::new(self.read_through(from, to).await?)),
+        }
+    }
+
+    /// The files of `(from, to]`, less the users being erased. A buffer
+    /// encoded while an erasure began may hold that user: it is encoded
+    /// again from the change log, which the erasure already cleaned.
+    async fn encoded(&self, from: u64, to: u64, buffered: &Buffered) -> Result<Encoded, Error> {
+        if let Buffered::Encoded {
+            encoded,
+            generation,
+        } = buffered
+        {
+            if *generation == self.lake.suppression.generation() {
+                return Ok(encoded.clone());
+            }
+            tracing::info!(
+                from,
+                to,
+                "a user is being erased: encoding this delivery again without them"
+            );
+        }
+        let changes = self.changes(from, to, buffered).await?;
+        let erased = self.lake.suppression.erased(&changes);
+        // Encoding is CPU work: off the async workers.
+        let lake = self.lake.clone();
+        tokio::task::spawn_blocking(move || {
+            let kept: Vec<&Change> = changes
+                .iter()
+                .filter(|c| !erased.contains(&c.seq))
+                .collect();
+            encode_partitions(&lake, &kept, from, to)
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    /// Puts the files of `(from, to]` and commits them with the position
+    /// `to` as one version of the Delta log.
+    async fn commit_files(&self, to: u64, encoded: Encoded) -> Result<Published, Error> {
         // Vacuum waits until these files are committed.
         let _delivering = self.lake.delivering().await;
-        let (files, published) = self.write_files(from, to, changes, erased).await?;
-        let add = files
+        let published = self.put_files(&encoded).await?;
+        let add = encoded
+            .files
             .into_iter()
             .map(|f| NewFile::parquet(f.path, f.day, &f.body))
             .collect::<Result<Vec<_>, _>>()?;
@@ -263,24 +322,11 @@ impl Publisher {
         Ok(published)
     }
 
-    /// Encodes and puts the files of `(from, to]`, less the `erased`, and
-    /// the `errors/` file of records that cannot be read.
-    async fn write_files(
-        &self,
-        from: u64,
-        to: u64,
-        changes: &Arc<Vec<Change>>,
-        erased: Arc<HashSet<u64>>,
-    ) -> Result<(Vec<EncodedFile>, Published), Error> {
-        // Encoding is CPU work: off the async workers.
-        let (lake, all) = (self.lake.clone(), changes.clone());
-        let encoded = tokio::task::spawn_blocking(move || {
-            let kept: Vec<&Change> = all.iter().filter(|c| !erased.contains(&c.seq)).collect();
-            encode_partitions(&lake, &kept, from, to)
-        })
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
+    /// Puts the encoded files and the `errors/` file of records that
+    /// cannot be read.
+    async fn put_files(&self, encoded: &Encoded) -> Result<Published, Error> {
         let mut published = Published {
+            records: encoded.records,
             files: encoded.files.len(),
             oldest: encoded.oldest,
             failed_records: encoded.failed,
@@ -293,7 +339,7 @@ impl Publisher {
             published.failed_puts += self.put_with_retry(path, body.clone()).await?;
         }
         published.files += usize::from(encoded.errors.is_some());
-        Ok((encoded.files, published))
+        Ok(published)
     }
 
     /// Retries a failed PUT with backoff until it succeeds; nothing is

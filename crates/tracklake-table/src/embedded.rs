@@ -4,7 +4,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::config::CompressionPolicy;
+use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracklake_event::Event;
@@ -27,12 +28,12 @@ pub struct TableConfig {
     pub max_group_events: usize,
     /// Write requests that may wait for the writer before callers wait too.
     pub queue_depth: usize,
-    /// Block cache, in MiB. Reads of a user's newest rows stay under a
-    /// millisecond at 10 million events with 256 (docs/BENCHMARKS.md);
-    /// lower it to trade read latency for memory.
+    /// Block cache, in MiB, on top of the operating system's page cache
+    /// (which holds the table's files too, outside the process).
     pub cache_mib: u64,
-    /// Write buffer of each of the table's four keyspaces, in MiB: bounds
-    /// memory, and smaller buffers are faster to insert into.
+    /// Write buffer of each of the table's keyspaces (rows, ids, the
+    /// change log's newest segment), in MiB: with the journal, this bounds
+    /// the memory of writes. Applies to keyspaces made from now on.
     pub memtable_mib: u64,
     /// Journal kept before write buffers must be flushed, in MiB (at least
     /// 64). This is what bounds memory under sustained writes: write
@@ -46,7 +47,7 @@ impl Default for TableConfig {
             retention_days: None,
             max_group_events: 20_000,
             queue_depth: 1024,
-            cache_mib: 256,
+            cache_mib: 32,
             memtable_mib: 16,
             journal_mib: 64,
         }
@@ -88,14 +89,20 @@ impl EmbeddedTable {
             .max_journaling_size(config.journal_mib.max(64) * 1024 * 1024)
             .open()
             .map_err(open_err)?;
-        let keyspace = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(open_err)
-        };
+        let memtable = config.memtable_mib.max(1) * 1024 * 1024;
+        // Every level compressed: the default leaves the first two raw,
+        // which more than doubles the table on disk.
+        let stored = KeyspaceCreateOptions::default()
+            .max_memtable_size(memtable)
+            .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4));
+        let keyspace = |name: &str| db.keyspace(name, || stored.clone()).map_err(open_err);
+        // The change log lives until delivered: seldom flushed, never
+        // compacted, so not worth compressing.
+        let log = KeyspaceCreateOptions::default().max_memtable_size(memtable);
         let ks = Keyspaces {
             rows: keyspace("rows")?,
             ids: keyspace("ids")?,
-            changes: Arc::new(Segments::open(&db).map_err(open_err)?),
+            changes: Arc::new(Segments::open(&db, log).map_err(open_err)?),
             meta: keyspace("meta")?,
             db: db.clone(),
         };

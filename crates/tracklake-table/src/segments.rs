@@ -26,6 +26,8 @@ const LEGACY: &str = "changes";
 
 pub(crate) struct Segments {
     db: Database,
+    /// How a new segment is made.
+    options: KeyspaceCreateOptions,
     /// By segment number, `(seq - 1) / SEGMENT`.
     open: RwLock<BTreeMap<u64, Keyspace>>,
 }
@@ -45,7 +47,7 @@ fn name(segment: u64) -> String {
 
 impl Segments {
     /// Opens every segment, moving an earlier version's log into segments.
-    pub fn open(db: &Database) -> Result<Self, fjall::Error> {
+    pub fn open(db: &Database, options: KeyspaceCreateOptions) -> Result<Self, fjall::Error> {
         let mut open = BTreeMap::new();
         for name in db.list_keyspace_names() {
             let Some(first) = name
@@ -54,11 +56,12 @@ impl Segments {
             else {
                 continue;
             };
-            let keyspace = db.keyspace(&name, KeyspaceCreateOptions::default)?;
+            let keyspace = db.keyspace(&name, || options.clone())?;
             open.insert(segment_of(first), keyspace);
         }
         let segments = Segments {
             db: db.clone(),
+            options,
             open: RwLock::new(open),
         };
         if db.keyspace_exists(LEGACY) {
@@ -94,9 +97,7 @@ impl Segments {
         if let Some(keyspace) = open.get(&segment) {
             return Ok(keyspace.clone());
         }
-        let keyspace = self
-            .db
-            .keyspace(&name(segment), KeyspaceCreateOptions::default)?;
+        let keyspace = self.db.keyspace(&name(segment), || self.options.clone())?;
         open.insert(segment, keyspace.clone());
         Ok(keyspace)
     }

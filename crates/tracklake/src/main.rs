@@ -13,9 +13,22 @@ use clap::{Parser, Subcommand};
 
 use commands::{aws, bench, keys, lake, put, query, recent, seed, users};
 
-// glibc's malloc showed up as a fifth of the writer thread's time under load.
+// jemalloc: glibc's malloc showed up as a fifth of the writer thread's time
+// under load, and mimalloc kept hundreds of MB it no longer used (its
+// transparent huge pages and delayed purges) after a burst of ingest.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read at its start: a background thread returns
+/// freed memory to the system within a second (dirty pages) instead of on
+/// the next allocation, and few arenas keep fragmentation down on two cores.
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:4\0";
+
+/// Threads for blocking work (see `main`).
+const MAX_BLOCKING_THREADS: usize = 32;
 
 #[derive(Parser)]
 #[command(
@@ -80,6 +93,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(tracklake_query::THREAD_STACK_BYTES)
+        // Table reads, encoding and file work: each thread keeps its own
+        // allocator pages, so the pool is bounded (tokio's default is 512).
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()?;
     runtime.block_on(async move {
         match cli.command {

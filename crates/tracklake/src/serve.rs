@@ -17,6 +17,24 @@ use tracklake_table::{ChangeLog, EmbeddedTable, Table};
 
 use crate::config::Config;
 
+/// Says at start what the bounded parts of memory may hold (docs/BENCHMARKS.md
+/// has what they came to under load).
+fn log_memory_budget(config: &Config, embedded: bool) {
+    let (table, delivery) = (&config.table, &config.delivery);
+    if embedded {
+        tracing::info!(
+            table_block_cache_mib = table.cache_mib,
+            // fjall flushes write buffers once its journals pass this.
+            table_write_buffers_mib = table.journal_mib.max(64),
+            // Two buffers (one filling, one publishing), held as Parquet.
+            delivery_buffers_mib_of_events = 2 * delivery.buffer_size_mib,
+            user_agent_cache_entries = config.ingest.user_agent_cache,
+            query_mib_each = config.query.memory_limit_mib,
+            "memory: bounded parts (a query takes its share only while it runs)"
+        );
+    }
+}
+
 /// How long in-flight requests get after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(30);
 
@@ -168,6 +186,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         table = %table.stats(),
         "tracklake serving"
     );
+    log_memory_budget(&config, embedded.is_some());
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(tracklake_server::serve(listener, app.clone(), tls, async {
