@@ -47,7 +47,7 @@ const WRITE_ROWS: usize = 8 * 1024;
 /// Parquet page size while delivering: each partition's writer holds its
 /// open pages uncompressed, so they are kept small (compaction rewrites
 /// the files with the default pages).
-const PAGE_BYTES: usize = 128 * 1024;
+const PAGE_BYTES: usize = 64 * 1024;
 
 /// A delivery range being read, already encoded as Parquet.
 pub(crate) struct ParquetBuffer {

@@ -256,17 +256,44 @@ enum Filling {
     Changes(Vec<Change>),
     /// A Parquet lake's files, encoded as the changes are read, and the
     /// erasure generation when the range began.
-    Parquet {
-        buffer: ParquetBuffer,
-        generation: u64,
-    },
+    Parquet { encoding: Encoding, generation: u64 },
+}
+
+/// A Parquet buffer, or the task adding the last batch read to it: the
+/// next batch is read from the change log while the last one is encoded.
+enum Encoding {
+    Idle(ParquetBuffer),
+    Busy(tokio::task::JoinHandle<Result<ParquetBuffer, Error>>),
+    /// Encoding failed: the range is read again from the change log when
+    /// it is published.
+    Failed,
+}
+
+impl Encoding {
+    /// The buffer, once the batch being added is in it; `None` once
+    /// encoding failed.
+    async fn settle(&mut self) -> Option<&mut ParquetBuffer> {
+        if let Encoding::Busy(task) = self {
+            match task.await.map_err(|e| Error::Task(e.to_string())) {
+                Ok(Ok(buffer)) => *self = Encoding::Idle(buffer),
+                Ok(Err(error)) | Err(error) => {
+                    tracing::error!(%error, "encoding a delivery's files failed; its range will be read again");
+                    *self = Encoding::Failed;
+                }
+            }
+        }
+        match self {
+            Encoding::Idle(buffer) => Some(buffer),
+            Encoding::Busy(_) | Encoding::Failed => None,
+        }
+    }
 }
 
 impl Filling {
     fn empty(lake: &Lake) -> Self {
         if lake.format() == Format::Parquet && lake.sink().is_none() {
             Filling::Parquet {
-                buffer: ParquetBuffer::new(),
+                encoding: Encoding::Idle(ParquetBuffer::new()),
                 generation: lake.suppression.generation(),
             }
         } else {
@@ -274,24 +301,24 @@ impl Filling {
         }
     }
 
-    /// Takes in a batch read from the change stream.
-    async fn add(&mut self, lake: &Arc<Lake>, batch: Vec<Change>) -> Result<(), Error> {
+    /// Takes in a batch read from the change stream. A Parquet buffer
+    /// encodes it on the blocking pool and returns before it is done.
+    async fn add(&mut self, lake: &Arc<Lake>, batch: Vec<Change>) {
         match self {
             Filling::Changes(changes) => changes.extend(batch),
-            Filling::Parquet { buffer, .. } => {
-                let mut taken = std::mem::replace(buffer, ParquetBuffer::new());
+            Filling::Parquet { encoding, .. } => {
+                let Some(buffer) = encoding.settle().await else {
+                    return;
+                };
+                let mut buffer = std::mem::replace(buffer, ParquetBuffer::new());
                 let lake = lake.clone();
                 let erasing = lake.suppression.erasing();
-                // Encoding is CPU work: off the async workers.
-                *buffer = tokio::task::spawn_blocking(move || {
-                    taken.append(&lake, &batch, erasing.as_ref())?;
-                    Ok::<_, Error>(taken)
-                })
-                .await
-                .map_err(|e| Error::Task(e.to_string()))??;
+                *encoding = Encoding::Busy(tokio::task::spawn_blocking(move || {
+                    buffer.append(&lake, &batch, erasing.as_ref())?;
+                    Ok(buffer)
+                }));
             }
         }
-        Ok(())
     }
 
     /// What a publish of `(from, to]` takes: a Parquet buffer's files are
@@ -299,7 +326,14 @@ impl Filling {
     async fn into_buffered(self, lake: Arc<Lake>, from: u64, to: u64) -> Buffered {
         match self {
             Filling::Changes(changes) => Buffered::Changes(Arc::new(changes)),
-            Filling::Parquet { buffer, generation } => {
+            Filling::Parquet {
+                mut encoding,
+                generation,
+            } => {
+                let Some(buffer) = encoding.settle().await else {
+                    return Buffered::Reread;
+                };
+                let buffer = std::mem::replace(buffer, ParquetBuffer::new());
                 let finished = tokio::task::spawn_blocking(move || buffer.finish(&lake, from, to))
                     .await
                     .map_err(|e| Error::Task(e.to_string()))
@@ -369,7 +403,7 @@ impl Worker {
                     }
                 }
                 buffered_bytes += batch.iter().map(|c| c.json.len() as u64).sum::<u64>();
-                buffer.add(&p.lake, batch).await?;
+                buffer.add(&p.lake, batch).await;
             }
             let full = buffered_bytes >= limit;
             let due = since.map(|s| s + interval);

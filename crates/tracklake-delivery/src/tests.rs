@@ -448,3 +448,68 @@ fn unreadable_records_go_to_errors() {
         );
     }
 }
+
+/// A Parquet buffer is encoded as it is read, a few thousand rows at a
+/// time across its partitions: a buffer several times that bound, over
+/// three days, gives each day's file every row of that day, once and in
+/// the order read, with privacy applied to addresses.
+#[test]
+fn a_parquet_buffer_larger_than_its_arrow_batches_keeps_every_row() {
+    use tracklake_event::PrivacyConfig;
+    use tracklake_table::Change;
+    let dir = tempfile::tempdir().unwrap();
+    let privacy = tracklake_event::Privacy::new(
+        &PrivacyConfig {
+            ip: tracklake_event::IpMode::Truncate,
+            ..PrivacyConfig::default()
+        },
+        dir.path(),
+    )
+    .unwrap();
+    let lake = Lake::open(&LakeConfig::default(), dir.path())
+        .unwrap()
+        .with_privacy(privacy);
+    let n = 20_000u32;
+    let changes: Vec<Change> = (0..n)
+        .map(|i| {
+            let mut e = event(&format!("e{i}"), three_days(i));
+            e.ip_address = Some("203.0.113.77".parse().unwrap());
+            Change {
+                seq: u64::from(i) + 1,
+                json: serde_json::to_vec(&e).unwrap(),
+            }
+        })
+        .collect();
+    let mut buffer = crate::partitions::ParquetBuffer::new();
+    // In stream-sized batches, as delivery reads them.
+    for batch in changes.chunks(100) {
+        buffer.append(&lake, batch, None).unwrap();
+    }
+    let encoded = buffer.finish(&lake, 0, u64::from(n)).unwrap();
+    assert_eq!((encoded.records, encoded.failed), (n as usize, 0));
+    assert!(encoded.errors.is_none());
+    assert_eq!(encoded.files.len(), 3);
+    for (file, day) in encoded.files.iter().zip(20..) {
+        assert_eq!(file.day.to_string(), format!("2026-11-{day}"));
+        let mut ids = Vec::new();
+        for batch in crate::rewrite::parquet_batches(file.body.clone(), None).unwrap() {
+            let batch = batch.unwrap();
+            let column = |name| {
+                use arrow_array::cast::AsArray;
+                batch
+                    .column_by_name(name)
+                    .unwrap()
+                    .as_string::<i32>()
+                    .clone()
+            };
+            let (id, ip) = (column("event_id"), column("ip_address"));
+            ids.extend(id.iter().map(|v| v.unwrap().to_owned()));
+            assert!(ip.iter().all(|v| v == Some("203.0.113.0")), "{ip:?}");
+        }
+        let expected: Vec<String> = (0..n)
+            .filter(|i| three_days(*i) == day)
+            .map(|i| format!("e{i}"))
+            .collect();
+        assert_eq!(ids, expected, "day {day}");
+    }
+}

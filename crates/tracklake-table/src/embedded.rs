@@ -48,7 +48,7 @@ impl Default for TableConfig {
             max_group_events: 20_000,
             queue_depth: 1024,
             cache_mib: 32,
-            memtable_mib: 16,
+            memtable_mib: 8,
             journal_mib: 64,
         }
     }
