@@ -28,10 +28,10 @@ use tokio::sync::mpsc;
 use tracklake_table::{Change, Table};
 
 use crate::Error;
+use crate::buffer::Erasing;
 use crate::lake::{
     FileName, Lake, NewFile, Operation, Update, partition_of, range_of, split_covered,
 };
-use crate::partitions::Erasing;
 use crate::rewrite::{filter_ndjson, filter_parquet, rows_of_user};
 use crate::row::Row;
 

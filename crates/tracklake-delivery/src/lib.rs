@@ -3,6 +3,7 @@
 //! DuckDB read directly.
 
 mod aws_profile;
+mod buffer;
 mod compact;
 mod deletion;
 mod encode;

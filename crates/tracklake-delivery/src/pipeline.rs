@@ -19,8 +19,8 @@ use tracklake_metrics::names;
 use tracklake_table::{Change, ChangeLog};
 
 use crate::CompactionConfig;
+use crate::buffer::ParquetBuffer;
 use crate::encode::Format;
-use crate::partitions::ParquetBuffer;
 use crate::publish::{Buffered, Publisher};
 use crate::{Error, Lake};
 

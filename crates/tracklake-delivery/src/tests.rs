@@ -480,7 +480,7 @@ fn a_parquet_buffer_larger_than_its_arrow_batches_keeps_every_row() {
             }
         })
         .collect();
-    let mut buffer = crate::partitions::ParquetBuffer::new();
+    let mut buffer = crate::buffer::ParquetBuffer::new();
     // In stream-sized batches, as delivery reads them.
     for batch in changes.chunks(100) {
         buffer.append(&lake, batch, None).unwrap();
