@@ -1,19 +1,16 @@
 //! A delivery range encoded as Parquet while it is read: one file writer
 //! per lake partition, fed a few thousand rows at a time, so a buffer costs
-//! its compressed files and small open pages, not its events' JSON. Each
-//! batch of rows is encoded on two threads (alternate columns), as the
-//! columns are independent.
+//! its compressed files and small open pages, not its events' JSON.
+//! (Encoding each batch's columns on two threads was tried: no faster on
+//! two cores, and more CPU per event.)
 
 use std::collections::{BTreeMap, HashMap};
 
-use arrow_array::RecordBatch;
 use chrono::{DateTime, Utc};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
-use parquet::file::writer::SerializedFileWriter;
 use tracklake_table::Change;
 
-use crate::encode::{Columns, ROW_GROUP_ROWS, SCHEMA, parquet_properties};
+use crate::encode::{Columns, SCHEMA, parquet_properties};
 use crate::partitions::{Encoded, encoded_file, errors_file};
 use crate::row::Row;
 use crate::{Error, Lake};
@@ -43,17 +40,10 @@ pub(crate) struct ParquetBuffer {
     pending: usize,
 }
 
-/// One partition's file: the rows not yet encoded, the open row group's
-/// column writers (by their index in [`SCHEMA`]), and the file so far.
+/// One partition's file: the rows not yet encoded, and its writer.
 struct Part {
     columns: Columns,
-    writers: Vec<(usize, ArrowColumnWriter)>,
-    /// Rows in the open row group.
-    rows: usize,
-    file: SerializedFileWriter<Vec<u8>>,
-    factory: ArrowRowGroupWriterFactory,
-    /// Row groups closed so far.
-    groups: usize,
+    writer: ArrowWriter<Vec<u8>>,
 }
 
 impl ParquetBuffer {
@@ -118,45 +108,15 @@ impl ParquetBuffer {
         Ok(())
     }
 
-    /// Encodes the rows held, in every partition: even columns here, odd
-    /// ones on a second thread.
+    /// Encodes the rows held, in every partition.
     fn encode(&mut self) -> Result<(), Error> {
-        let mut even = Vec::new();
-        let mut odd = Vec::new();
         for part in self.parts.values_mut() {
-            if part.columns.is_empty() {
-                continue;
+            if !part.columns.is_empty() {
+                let batch = part.columns.finish()?;
+                part.writer.write(&batch).map_err(Error::Parquet)?;
             }
-            let batch = part.columns.finish()?;
-            part.rows += batch.num_rows();
-            let (e, o): (Vec<_>, Vec<_>) = std::mem::take(&mut part.writers)
-                .into_iter()
-                .partition(|(i, _)| i % 2 == 0);
-            even.push((batch.clone(), e));
-            odd.push((batch, o));
         }
         self.pending = 0;
-        if even.is_empty() {
-            return Ok(());
-        }
-        let (even, odd) = std::thread::scope(|scope| {
-            let helper = scope.spawn(|| encode_columns(odd));
-            let even = encode_columns(even);
-            // A panic in the helper is a bug: let it surface as one.
-            let odd = helper
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p));
-            (even, odd)
-        });
-        let parts = self.parts.values_mut().filter(|p| p.writers.is_empty());
-        for (part, (even, odd)) in parts.zip(even?.into_iter().zip(odd?)) {
-            part.writers = even;
-            part.writers.extend(odd);
-            part.writers.sort_by_key(|(i, _)| *i);
-            if part.rows >= ROW_GROUP_ROWS {
-                part.close_group()?;
-            }
-        }
         Ok(())
     }
 
@@ -183,24 +143,6 @@ impl ParquetBuffer {
     }
 }
 
-/// Encodes each batch into its column writers.
-fn encode_columns(
-    jobs: Vec<(RecordBatch, Vec<(usize, ArrowColumnWriter)>)>,
-) -> Result<Vec<Vec<(usize, ArrowColumnWriter)>>, Error> {
-    jobs.into_iter()
-        .map(|(batch, mut writers)| {
-            for (i, writer) in &mut writers {
-                for leaf in
-                    compute_leaves(SCHEMA.field(*i), batch.column(*i)).map_err(Error::Parquet)?
-                {
-                    writer.write(&leaf).map_err(Error::Parquet)?;
-                }
-            }
-            Ok(writers)
-        })
-        .collect()
-}
-
 impl Part {
     fn new() -> Result<Self, Error> {
         let properties = parquet_properties()?
@@ -208,56 +150,16 @@ impl Part {
             .set_data_page_size_limit(PAGE_BYTES)
             .set_dictionary_page_size_limit(PAGE_BYTES)
             .build();
-        let (file, factory) = ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(properties))
-            .map_err(Error::Parquet)?
-            .into_serialized_writer()
+        let writer = ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(properties))
             .map_err(Error::Parquet)?;
-        let writers = column_writers(&factory, 0)?;
         Ok(Part {
             columns: Columns::with_capacity(0),
-            writers,
-            rows: 0,
-            file,
-            factory,
-            groups: 0,
+            writer,
         })
     }
 
-    /// Closes the open row group into the file and opens the next.
-    fn close_group(&mut self) -> Result<(), Error> {
-        let next = column_writers(&self.factory, self.groups + 1)?;
-        let writers = std::mem::replace(&mut self.writers, next);
-        let mut group = self.file.next_row_group().map_err(Error::Parquet)?;
-        for (_, writer) in writers {
-            let chunk = writer.close().map_err(Error::Parquet)?;
-            chunk
-                .append_to_row_group(&mut group)
-                .map_err(Error::Parquet)?;
-        }
-        group.close().map_err(Error::Parquet)?;
-        self.groups += 1;
-        self.rows = 0;
-        Ok(())
-    }
-
     /// The whole file (the rows held must have been encoded).
-    fn finish(mut self) -> Result<Vec<u8>, Error> {
-        if self.rows > 0 {
-            self.close_group()?;
-        }
-        self.file.into_inner().map_err(Error::Parquet)
+    fn finish(self) -> Result<Vec<u8>, Error> {
+        self.writer.into_inner().map_err(Error::Parquet)
     }
-}
-
-/// Column writers for row group `index`, with their index in [`SCHEMA`].
-fn column_writers(
-    factory: &ArrowRowGroupWriterFactory,
-    index: usize,
-) -> Result<Vec<(usize, ArrowColumnWriter)>, Error> {
-    Ok(factory
-        .create_column_writers(index)
-        .map_err(Error::Parquet)?
-        .into_iter()
-        .enumerate()
-        .collect())
 }

@@ -54,7 +54,7 @@ impl Format {
 }
 
 /// Rows per Parquet row group: large enough for scans.
-pub(crate) const ROW_GROUP_ROWS: usize = 1024 * 1024;
+const ROW_GROUP_ROWS: usize = 1024 * 1024;
 /// Rows per Arrow batch handed to the writer: bounds the memory of encoding.
 const ARROW_BATCH_ROWS: usize = 64 * 1024;
 
