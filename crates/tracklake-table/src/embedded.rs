@@ -29,10 +29,11 @@ pub struct TableConfig {
     /// Write requests that may wait for the writer before callers wait too.
     pub queue_depth: usize,
     /// Block cache, in MiB, on top of the operating system's page cache
-    /// (which holds the table's files too, outside the process). Reads of
-    /// a user's newest rows stay under a millisecond at p99 with 10 million
-    /// events at 256 (1.4-1.6 ms at 128, 2.0-2.2 ms at 32: docs/BENCHMARKS.md);
-    /// it fills as the table is read, so lower it to trade latency for memory.
+    /// (which holds the table's files too, outside the process). It fills
+    /// with whatever is read, delivery's reads of the change log included.
+    /// At 10 million events `recent(user, 50)` takes 2.0-2.2 ms at p99 with
+    /// 32, 1.4-1.6 ms with 128 and under 1 ms with 256 (docs/BENCHMARKS.md):
+    /// raise it for read-heavy use when memory allows.
     pub cache_mib: u64,
     /// Write buffer of each of the table's keyspaces (rows, ids, the
     /// change log's newest segment), in MiB: with the journal, this bounds
@@ -50,7 +51,7 @@ impl Default for TableConfig {
             retention_days: None,
             max_group_events: 20_000,
             queue_depth: 1024,
-            cache_mib: 256,
+            cache_mib: 32,
             memtable_mib: 8,
             journal_mib: 64,
         }
