@@ -15,9 +15,6 @@ use crate::partitions::{Encoded, encoded_file, errors_file};
 use crate::row::Row;
 use crate::{Error, Lake};
 
-/// Users whose changes up to a sequence number must not be published.
-pub(crate) type Erasing = HashMap<String, u64>;
-
 /// Rows held as Arrow columns, across partitions, before they are encoded:
 /// bounds that part of a buffer's memory.
 const WRITE_ROWS: usize = 8 * 1024;
@@ -26,7 +23,10 @@ const WRITE_ROWS: usize = 8 * 1024;
 /// the files with the default pages).
 const PAGE_BYTES: usize = 64 * 1024;
 
-/// A delivery range being read, already encoded as Parquet.
+/// A delivery range being read, already encoded as Parquet. A user erased
+/// while it filled may be in it: publishing checks the erasure generation
+/// and encodes the range again when one began (`publish::Buffered`).
+#[derive(Default)]
 pub(crate) struct ParquetBuffer {
     parts: BTreeMap<String, Part>,
     /// Partition names by hour since the epoch: partitions are whole hours
@@ -47,24 +47,12 @@ struct Part {
 }
 
 impl ParquetBuffer {
-    pub(crate) fn new() -> Self {
-        ParquetBuffer {
-            parts: BTreeMap::new(),
-            names: HashMap::new(),
-            failures: Vec::new(),
-            oldest: None,
-            records: 0,
-            pending: 0,
-        }
-    }
-
-    /// Encodes `changes`, privacy applied, leaving out those of users being
-    /// erased; a change that cannot be read is kept for `errors/`.
+    /// Encodes `changes`, privacy applied; a change that cannot be read is
+    /// kept for `errors/`.
     pub(crate) fn append<'a>(
         &mut self,
         lake: &Lake,
         changes: impl IntoIterator<Item = &'a Change>,
-        erasing: Option<&Erasing>,
     ) -> Result<(), Error> {
         for change in changes {
             let mut row = match Row::decode(&change.json) {
@@ -76,12 +64,6 @@ impl ParquetBuffer {
                     continue;
                 }
             };
-            let erased = erasing
-                .and_then(|users| users.get(row.user_id.as_ref()))
-                .is_some_and(|through| change.seq <= *through);
-            if erased {
-                continue;
-            }
             row.ip_address = row.ip_address.map(|ip| lake.privacy().address(ip));
             self.oldest = Some(
                 self.oldest

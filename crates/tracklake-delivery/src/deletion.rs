@@ -28,7 +28,6 @@ use tokio::sync::mpsc;
 use tracklake_table::{Change, Table};
 
 use crate::Error;
-use crate::buffer::Erasing;
 use crate::lake::{
     FileName, Lake, NewFile, Operation, Update, partition_of, range_of, split_covered,
 };
@@ -106,12 +105,6 @@ impl Suppression {
     /// How many erasures have begun.
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// The users whose changes must not be published now, if any.
-    pub(crate) fn erasing(&self) -> Option<Erasing> {
-        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        (!users.is_empty()).then(|| users.clone())
     }
 
     /// Delivery committed everything up to `seq`: entries it covers are done.

@@ -44,8 +44,8 @@ pub(crate) fn encode_partitions(
     to: u64,
 ) -> Result<Encoded, Error> {
     if lake.format() == Format::Parquet {
-        let mut buffer = ParquetBuffer::new();
-        buffer.append(lake, changes.iter().copied(), None)?;
+        let mut buffer = ParquetBuffer::default();
+        buffer.append(lake, changes.iter().copied())?;
         return buffer.finish(lake, from, to);
     }
     let mut failures = Vec::new();

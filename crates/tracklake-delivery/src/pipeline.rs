@@ -293,7 +293,7 @@ impl Filling {
     fn empty(lake: &Lake) -> Self {
         if lake.format() == Format::Parquet && lake.sink().is_none() {
             Filling::Parquet {
-                encoding: Encoding::Idle(ParquetBuffer::new()),
+                encoding: Encoding::Idle(ParquetBuffer::default()),
                 generation: lake.suppression.generation(),
             }
         } else {
@@ -310,11 +310,10 @@ impl Filling {
                 let Some(buffer) = encoding.settle().await else {
                     return;
                 };
-                let mut buffer = std::mem::replace(buffer, ParquetBuffer::new());
+                let mut buffer = std::mem::take(buffer);
                 let lake = lake.clone();
-                let erasing = lake.suppression.erasing();
                 *encoding = Encoding::Busy(tokio::task::spawn_blocking(move || {
-                    buffer.append(&lake, &batch, erasing.as_ref())?;
+                    buffer.append(&lake, &batch)?;
                     Ok(buffer)
                 }));
             }
@@ -333,7 +332,7 @@ impl Filling {
                 let Some(buffer) = encoding.settle().await else {
                     return Buffered::Reread;
                 };
-                let buffer = std::mem::replace(buffer, ParquetBuffer::new());
+                let buffer = std::mem::take(buffer);
                 let finished = tokio::task::spawn_blocking(move || buffer.finish(&lake, from, to))
                     .await
                     .map_err(|e| Error::Task(e.to_string()))

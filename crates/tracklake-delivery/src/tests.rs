@@ -480,10 +480,10 @@ fn a_parquet_buffer_larger_than_its_arrow_batches_keeps_every_row() {
             }
         })
         .collect();
-    let mut buffer = crate::buffer::ParquetBuffer::new();
+    let mut buffer = crate::buffer::ParquetBuffer::default();
     // In stream-sized batches, as delivery reads them.
     for batch in changes.chunks(100) {
-        buffer.append(&lake, batch, None).unwrap();
+        buffer.append(&lake, batch).unwrap();
     }
     let encoded = buffer.finish(&lake, 0, u64::from(n)).unwrap();
     assert_eq!((encoded.records, encoded.failed), (n as usize, 0));
