@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use fjall::config::CompressionPolicy;
+use fjall::config::{BlockSizePolicy, CompressionPolicy};
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -13,7 +13,7 @@ use tracklake_event::Event;
 use crate::keys::{decode_row, seq_from, seq_key};
 use crate::query::{Page, Query, scan};
 use crate::retention::{CHECKPOINT_PREFIX, Sweeper};
-use crate::segments::{Segments, TRIMMED};
+use crate::segments::{POINTERS_FROM, Segments, TRIMMED};
 use crate::writer::{Command, Encoded, LAST_SEQ, Writer};
 use crate::{BoxFuture, Change, ChangeLog, Deleted, Error, PutOutcome, Table};
 
@@ -58,6 +58,10 @@ impl Default for TableConfig {
     }
 }
 
+/// Block size of the change log, which holds the events: larger blocks
+/// compress its JSON better; a read of one event decompresses one.
+const LOG_BLOCK: u32 = 16 * 1024;
+
 /// Handles to the keyspaces; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Keyspaces {
@@ -78,6 +82,9 @@ pub struct EmbeddedTable {
     sweeper: Mutex<Option<Sweeper>>,
     /// Changes up to here are trimmed: the next trim starts after it.
     trimmed: Arc<AtomicU64>,
+    /// Changes before this one belong to rows that carry their own JSON
+    /// (written by an earlier version): trimming drops them.
+    pointers_from: u64,
 }
 
 impl EmbeddedTable {
@@ -100,9 +107,11 @@ impl EmbeddedTable {
             .max_memtable_size(memtable)
             .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4));
         let keyspace = |name: &str| db.keyspace(name, || stored.clone()).map_err(open_err);
-        // The change log lives until delivered: seldom flushed, never
-        // compacted, so not worth compressing.
-        let log = KeyspaceCreateOptions::default().max_memtable_size(memtable);
+        // The change log holds the events (rows point into it): compressed
+        // too. It is written in key order, so it is seldom compacted.
+        let log = stored
+            .clone()
+            .data_block_size_policy(BlockSizePolicy::all(LOG_BLOCK));
         let ks = Keyspaces {
             rows: keyspace("rows")?,
             ids: keyspace("ids")?,
@@ -117,6 +126,19 @@ impl EmbeddedTable {
             None => 0,
         };
         let trimmed = trimmed_through(&ks.meta)?;
+        let pointers_from = match ks.meta.get(POINTERS_FROM).map_err(Error::Read)? {
+            Some(v) => seq_from(&v).ok_or(Error::Corrupt("a short rows_point_from"))?,
+            None => {
+                // Rows written from here on point into the change log.
+                ks.meta
+                    .insert(POINTERS_FROM, seq_key(last_seq + 1).to_vec())
+                    .map_err(Error::Write)?;
+                ks.db
+                    .persist(PersistMode::SyncAll)
+                    .map_err(Error::Persist)?;
+                last_seq + 1
+            }
+        };
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         let (durable_tx, durable_rx) = watch::channel(last_seq);
         let healthy = Arc::new(AtomicBool::new(true));
@@ -142,6 +164,7 @@ impl EmbeddedTable {
             healthy,
             sweeper: Mutex::new(sweeper),
             trimmed: Arc::new(AtomicU64::new(trimmed)),
+            pointers_from,
         })
     }
 
@@ -158,8 +181,9 @@ impl EmbeddedTable {
             .iter()
             .map(|guard| {
                 let (_, value) = guard.into_inner().map_err(Error::Read)?;
-                let (seq, event) = decode_row(&value)?;
-                Ok((event.user_id.as_key(), event.event_id, seq))
+                let row = decode_row(&value)?;
+                let event = self.ks.changes.event(&row)?;
+                Ok((event.user_id.as_key(), event.event_id, row.seq))
             })
             .collect()
     }
@@ -200,7 +224,7 @@ impl Table for EmbeddedTable {
     }
 
     fn query(&self, query: Query) -> BoxFuture<'_, Result<Page, Error>> {
-        Box::pin(self.blocking(move |ks| scan(&ks.rows, &query)))
+        Box::pin(self.blocking(move |ks| scan(ks, &query)))
     }
 
     fn delete_user<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<Deleted, Error>> {
@@ -305,6 +329,7 @@ impl ChangeLog for EmbeddedTable {
 
     fn trim_changes(&self, through: u64) -> BoxFuture<'_, Result<(), Error>> {
         let trimmed = self.trimmed.clone();
+        let legacy_through = self.pointers_from - 1;
         Box::pin(self.blocking(move |ks| {
             let done = trimmed.load(Ordering::Acquire);
             if through <= done {
@@ -315,7 +340,9 @@ impl ChangeLog for EmbeddedTable {
             ks.meta
                 .insert(TRIMMED, seq_key(through).to_vec())
                 .map_err(Error::Write)?;
-            ks.changes.drop_through(through).map_err(Error::Write)?;
+            ks.changes
+                .drop_through(through.min(legacy_through))
+                .map_err(Error::Write)?;
             trimmed.fetch_max(through, Ordering::AcqRel);
             Ok(())
         }))

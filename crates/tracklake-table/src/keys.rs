@@ -1,14 +1,16 @@
 //! Key layout of the embedded table. Byte order is query order:
 //!
-//! - row:    `user_id 0x00 event_at(8) event_id` → seq(8) event JSON
+//! - row:    `user_id 0x00 event_at(8) event_id` → seq(8)
 //! - id:     `user_id 0x00 event_id`             → event_at(8)
 //! - change: `seq(8)`                            → event JSON (the new image),
 //!   in the keyspace of its segment (see `segments`)
 //!
-//! The change log carries a copy of each event, like DynamoDB Streams'
-//! NEW_IMAGE, so that delivery reads it sequentially. (Pointing at rows
-//! instead wrote fewer bytes, but a lagging delivery then read rows in
-//! random order, at a fifth of the speed.) Delivered segments are dropped.
+//! The change log is where an event is stored: written once, in arrival
+//! order, so that delivery reads it sequentially. Rows and ids are a compact
+//! index over it: a row points at its change by sequence number. (Rows that
+//! carried the JSON too wrote each event twice, and compacting them was
+//! most of the table's CPU time.) Rows written before that change still
+//! carry their JSON after the sequence number; both forms are read.
 //!
 //! User ids never contain 0x00 (validation refuses control characters), so
 //! `user_id 0x00` is a prefix of exactly one user's keys.
@@ -69,15 +71,17 @@ pub fn seq_from(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
-pub fn row_value(seq: u64, json: &[u8]) -> Vec<u8> {
-    [&seq_key(seq)[..], json].concat()
+/// A stored row: the sequence number of its change and, in rows of
+/// earlier versions, the event's JSON.
+pub struct Row<'a> {
+    pub seq: u64,
+    pub inline: Option<&'a [u8]>,
 }
 
-/// The change sequence number and the event of a stored row.
-pub fn decode_row(value: &[u8]) -> Result<(u64, tracklake_event::Event), crate::Error> {
+pub fn decode_row(value: &[u8]) -> Result<Row<'_>, crate::Error> {
     let seq = seq_from(value).ok_or(crate::Error::Corrupt("a row shorter than its header"))?;
-    let event = serde_json::from_slice(&value[8..]).map_err(crate::Error::Decode)?;
-    Ok((seq, event))
+    let inline = Some(&value[8..]).filter(|json| !json.is_empty());
+    Ok(Row { seq, inline })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tracklake_event::Event;
 
 use crate::Error;
+use crate::embedded::Keyspaces;
 use crate::keys::{decode_row, time_bytes, user_prefix};
 
 pub const DEFAULT_LIMIT: usize = 50;
@@ -63,8 +64,9 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
-/// Runs a query over the row keyspace.
-pub(crate) fn scan(rows: &fjall::Keyspace, q: &Query) -> Result<Page, Error> {
+/// Runs a query over the rows, reading each event from the change it
+/// points at.
+pub(crate) fn scan(ks: &Keyspaces, q: &Query) -> Result<Page, Error> {
     let prefix = user_prefix(&q.user_id);
     let at = |t: DateTime<Utc>| [prefix.as_slice(), &time_bytes(t)].concat();
     let mut lo = match q.from {
@@ -101,14 +103,14 @@ pub(crate) fn scan(rows: &fjall::Keyspace, q: &Query) -> Result<Page, Error> {
     if lo >= hi {
         return Ok(page);
     }
-    let range = rows.range(lo..hi);
+    let range = ks.rows.range(lo..hi);
     let iter: Box<dyn Iterator<Item = fjall::Guard>> = match q.order {
         Order::Newest => Box::new(range.rev()),
         Order::Oldest => Box::new(range),
     };
     for guard in iter {
         let (key, value) = guard.into_inner().map_err(Error::Read)?;
-        let (_, event) = decode_row(&value)?;
+        let event = ks.changes.event(&decode_row(&value)?)?;
         if !q.types.is_empty() && !q.types.contains(&event.event_type) {
             continue;
         }

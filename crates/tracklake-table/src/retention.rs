@@ -1,15 +1,18 @@
 //! Optional retention: rows older than `retention_days` leave the table.
 //! The lake keeps the history, so this only bounds the table's size. A row
 //! leaves only once every consumer of the change stream has read it (when
-//! none is registered, nothing waits for it).
+//! none is registered, nothing waits for it), and its change with it; a
+//! segment of the change log goes once no row points into it.
 
+use std::collections::BTreeSet;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use chrono::Utc;
 
 use crate::embedded::Keyspaces;
-use crate::keys::{id_key_of_row, seq_from, time_of_row};
+use crate::keys::{decode_row, id_key_of_row, seq_from, time_of_row};
+use crate::segments::segment_of;
 use crate::writer::LAST_SEQ;
 
 pub(crate) const CHECKPOINT_PREFIX: &[u8] = b"checkpoint/";
@@ -48,29 +51,44 @@ impl Sweeper {
     }
 }
 
-/// Removes rows (and their id entries) older than `days`; returns how many.
-pub(crate) fn sweep(ks: &Keyspaces, days: u32) -> Result<usize, fjall::Error> {
+/// Removes rows (and their id entries and changes) older than `days`, then
+/// the segments no row points into; returns how many rows.
+pub(crate) fn sweep(ks: &Keyspaces, days: u32) -> Result<usize, crate::Error> {
+    use crate::Error::{Read, Write};
     let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
-    let released = released_through(ks)?;
+    let released = released_through(ks).map_err(Read)?;
     let mut removed = 0;
+    let mut referenced = BTreeSet::new();
     let mut batch = ks.db.batch();
     for guard in ks.rows.iter() {
-        let (key, value) = guard.into_inner()?;
-        if time_of_row(&key).is_none_or(|t| t >= cutoff)
-            || seq_from(&value).is_none_or(|s| s > released)
-        {
+        let (key, value) = guard.into_inner().map_err(Read)?;
+        let row = decode_row(&value)?;
+        if time_of_row(&key).is_none_or(|t| t >= cutoff) || row.seq > released {
+            if row.inline.is_none() {
+                referenced.insert(segment_of(row.seq));
+            }
             continue;
         }
         if let Some(id) = id_key_of_row(&key) {
             batch.remove(&ks.ids, id);
         }
+        ks.changes.remove(&mut batch, row.seq);
         batch.remove(&ks.rows, key);
         removed += 1;
         if batch.len() >= DELETE_BATCH {
-            std::mem::replace(&mut batch, ks.db.batch()).commit()?;
+            std::mem::replace(&mut batch, ks.db.batch())
+                .commit()
+                .map_err(Write)?;
         }
     }
-    batch.commit()?;
+    batch.commit().map_err(Write)?;
+    let segments = ks
+        .changes
+        .drop_unreferenced(released, &referenced)
+        .map_err(Write)?;
+    if segments > 0 {
+        tracing::info!(segments, "retention dropped segments of the change log");
+    }
     Ok(removed)
 }
 

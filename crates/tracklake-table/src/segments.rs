@@ -1,25 +1,32 @@
 //! The change log, kept in segments: one keyspace per [`SEGMENT`]
-//! consecutive sequence numbers, named `changes.<first seq>`. Trimming
-//! delivered changes drops whole segments. (A tombstone per delivered
-//! change cost delivery a third of its CPU time: the tombstones were
-//! journaled, flushed and compacted against the log they deleted.)
+//! consecutive sequence numbers, named `changes.<first seq>`. It is where
+//! events are stored (rows point into it), so a segment goes only as a
+//! whole: when retention has removed every row that points into it, or,
+//! for the changes of earlier versions whose rows carry their own JSON,
+//! once delivered. (A tombstone per delivered change cost delivery a third
+//! of its CPU time: the tombstones were journaled, flushed and compacted
+//! against the log they deleted.)
 //!
-//! Trimming is also logical: [`TRIMMED`] in `meta` says up to where the log
-//! is trimmed, so reads skip the delivered rest of a segment still kept.
+//! Trimming is logical: [`TRIMMED`] in `meta` says up to where the stream
+//! is consumed, so reads skip what every consumer has.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 
-use crate::keys::{seq_from, seq_key};
+use crate::keys::{Row, seq_from, seq_key};
 use crate::{Change, Error};
+use tracklake_event::Event;
 
 /// Changes per segment: about 35 MB of seed-like events (64 in this
 /// crate's tests, so that they cross segments).
 pub(crate) const SEGMENT: u64 = if cfg!(test) { 64 } else { 1 << 16 };
 /// The `meta` key of the trimmed-through sequence number.
 pub(crate) const TRIMMED: &[u8] = b"changes_trimmed";
+/// The `meta` key of the first sequence number whose row points into the
+/// log (set when a table of an earlier version is first opened).
+pub(crate) const POINTERS_FROM: &[u8] = b"rows_point_from";
 const PREFIX: &str = "changes.";
 /// The one keyspace of earlier versions, moved into segments at open.
 const LEGACY: &str = "changes";
@@ -32,7 +39,7 @@ pub(crate) struct Segments {
     open: RwLock<BTreeMap<u64, Keyspace>>,
 }
 
-fn segment_of(seq: u64) -> u64 {
+pub(crate) fn segment_of(seq: u64) -> u64 {
     seq.saturating_sub(1) / SEGMENT
 }
 
@@ -130,17 +137,67 @@ impl Segments {
         Ok(changes)
     }
 
+    /// The stored JSON of one change, if it is kept.
+    pub fn get(&self, seq: u64) -> Result<Option<fjall::Slice>, Error> {
+        let Some(keyspace) = self.read_lock().get(&segment_of(seq)).cloned() else {
+            return Ok(None);
+        };
+        keyspace.get(seq_key(seq)).map_err(Error::Read)
+    }
+
+    /// The event a row stores: its own JSON (rows of earlier versions) or
+    /// the change it points at.
+    pub fn event(&self, row: &Row<'_>) -> Result<Event, Error> {
+        let decode = |json: &[u8]| serde_json::from_slice(json).map_err(Error::Decode);
+        match row.inline {
+            Some(json) => decode(json),
+            None => decode(
+                &self
+                    .get(row.seq)?
+                    .ok_or(Error::Corrupt("a row whose change is missing"))?,
+            ),
+        }
+    }
+
+    /// Removes one change (in the caller's batch).
+    pub fn remove(&self, batch: &mut fjall::OwnedWriteBatch, seq: u64) {
+        if let Some(keyspace) = self.read_lock().get(&segment_of(seq)) {
+            batch.remove(keyspace, seq_key(seq).to_vec());
+        }
+    }
+
     /// Every open segment, oldest first.
     pub fn all(&self) -> Vec<Keyspace> {
         self.read_lock().values().cloned().collect()
     }
 
-    /// Drops the segments whose changes are all `<= through`.
+    /// Drops the segments whose changes are all `<= through`: only for
+    /// changes that no row points at.
     pub fn drop_through(&self, through: u64) -> Result<(), fjall::Error> {
+        self.drop_where(|segment| segment < first_kept(through))
+    }
+
+    /// Drops the segments whose changes are all `<= through` and that no
+    /// row points into (`referenced` holds the segments rows point into).
+    pub fn drop_unreferenced(
+        &self,
+        through: u64,
+        referenced: &std::collections::BTreeSet<u64>,
+    ) -> Result<usize, fjall::Error> {
+        let mut dropped = 0;
+        self.drop_where(|segment| {
+            let drop = segment < first_kept(through) && !referenced.contains(&segment);
+            dropped += usize::from(drop);
+            drop
+        })?;
+        Ok(dropped)
+    }
+
+    fn drop_where(&self, mut drop: impl FnMut(u64) -> bool) -> Result<(), fjall::Error> {
         let done: Vec<Keyspace> = {
             let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
-            let kept = open.split_off(&first_kept(through));
-            std::mem::replace(&mut *open, kept).into_values().collect()
+            let gone: Vec<u64> = open.keys().copied().filter(|s| drop(*s)).collect();
+            gone.iter().filter_map(|s| open.remove(s)).collect()
         };
         for keyspace in done {
             self.db.delete_keyspace(keyspace)?;

@@ -14,9 +14,7 @@ use tracklake_event::Event;
 use tracklake_metrics::names;
 
 use crate::embedded::{Keyspaces, trimmed_through};
-use crate::keys::{
-    decode_row, id_key, row_key, row_value, seq_key, time_bytes, time_from_bytes, user_prefix,
-};
+use crate::keys::{decode_row, id_key, row_key, seq_key, time_bytes, time_from_bytes, user_prefix};
 use crate::{Deleted, Error, PutOutcome};
 
 pub(crate) const LAST_SEQ: &[u8] = b"last_seq";
@@ -118,36 +116,30 @@ impl Writer {
         }
     }
 
-    /// Removes a user's rows, id entries and undelivered changes in one
-    /// atomic batch, made durable before returning. Done here, between
-    /// groups, so that no put of the same user interleaves with it.
+    /// Removes a user's rows, id entries and changes in one atomic batch,
+    /// made durable before returning. Done here, between groups, so that no
+    /// put of the same user interleaves with it.
     fn delete_user(&mut self, user: &str) -> Result<Deleted, Error> {
         if !self.healthy.load(Ordering::Acquire) {
             return Err(Error::Failed);
         }
         let ks = &self.ks;
         let prefix = user_prefix(user);
+        let trimmed = trimmed_through(&ks.meta)?;
         let mut batch = ks.db.batch();
-        let mut events = 0u64;
+        let (mut events, mut changes) = (0u64, 0u64);
         for guard in ks.rows.prefix(&prefix) {
-            batch.remove(&ks.rows, guard.key().map_err(Error::Read)?);
+            let (key, value) = guard.into_inner().map_err(Error::Read)?;
+            // Every change of the user has a row: retention removes a row
+            // and its change together.
+            let seq = decode_row(&value)?.seq;
+            ks.changes.remove(&mut batch, seq);
+            changes += u64::from(seq > trimmed);
+            batch.remove(&ks.rows, key);
             events += 1;
         }
         for guard in ks.ids.prefix(&prefix) {
             batch.remove(&ks.ids, guard.key().map_err(Error::Read)?);
-        }
-        // What delivery has not trimmed yet.
-        let trimmed = trimmed_through(&ks.meta)?;
-        let mut changes = 0u64;
-        for segment in ks.changes.all() {
-            for guard in segment.range(seq_key(trimmed + 1)..) {
-                let (key, json) = guard.into_inner().map_err(Error::Read)?;
-                let owner: Owner = serde_json::from_slice(&json).map_err(Error::Decode)?;
-                if owner.user_id.as_key() == user {
-                    batch.remove(&segment, key);
-                    changes += 1;
-                }
-            }
         }
         batch.commit().map_err(Error::Write)?;
         ks.db.persist(PersistMode::SyncAll).map_err(|error| {
@@ -223,7 +215,7 @@ impl Writer {
                 }
                 seq += 1;
                 let row = row_key(&user, event.event_at, &event.event_id);
-                batch.insert(&ks.rows, row, row_value(seq, &json));
+                batch.insert(&ks.rows, row, seq_key(seq).to_vec());
                 batch.insert(&ks.ids, id, time_bytes(event.event_at).to_vec());
                 let segment = ks.changes.for_write(seq).map_err(Error::Write)?;
                 batch.insert(&segment, seq_key(seq).to_vec(), json);
@@ -254,16 +246,10 @@ impl Writer {
             .get(row_key(user, at, event_id))
             .map_err(Error::Read)?
         {
-            Some(value) => Ok(Some(decode_row(&value)?.1)),
+            Some(value) => Ok(Some(self.ks.changes.event(&decode_row(&value)?)?)),
             None => Ok(None),
         }
     }
-}
-
-/// The one field of a stored event that deletion needs.
-#[derive(serde::Deserialize)]
-struct Owner {
-    user_id: tracklake_event::UserId,
 }
 
 struct Syncer {

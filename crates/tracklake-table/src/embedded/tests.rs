@@ -107,8 +107,14 @@ async fn change_stream_reads_in_batches_and_trims() {
     t.trim_changes(200).await.unwrap();
     t.trim_changes(150).await.unwrap();
     assert_eq!(t.read_changes(0, 10).await.unwrap()[0].seq, 201);
-    // 250 changes in segments of 64: 1..=192 are dropped whole.
-    assert_eq!(t.stats()["changes"]["segments"], 1);
+    // The changes hold the events, so trimming keeps every segment (250
+    // changes in segments of 64) and every event stays readable.
+    assert_eq!(t.stats()["changes"]["segments"], 4);
+    let all = Query {
+        limit: 1000,
+        ..Query::recent("3")
+    };
+    assert_eq!(t.query(all).await.unwrap().events.len(), 36);
     t.trim_changes(250).await.unwrap();
     assert!(t.read_changes(0, 10).await.unwrap().is_empty());
     t.close().await.unwrap();
@@ -140,6 +146,108 @@ async fn retention_removes_old_rows_only() {
         t.put(vec![old]).await.unwrap()[0],
         PutOutcome::Stored(_)
     ));
+}
+
+#[tokio::test]
+async fn retention_drops_segments_no_row_points_into() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path());
+    let aged = |id: u64, days: i64| {
+        let mut e = event(id as i64 % 5, &format!("e{id}"), "login", 0);
+        e.event_at = Utc::now() - chrono::Duration::days(days);
+        e
+    };
+    // Segment 0 (changes 1..=64) only old events; segment 1 one old and
+    // the rest new; segment 2 is being written.
+    t.put((1..=64).map(|i| aged(i, 40)).collect())
+        .await
+        .unwrap();
+    t.put(
+        (65..=140)
+            .map(|i| aged(i, if i == 65 { 40 } else { 1 }))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(t.stats()["changes"]["segments"], 3);
+    t.save_checkpoint("lake", 140).await.unwrap();
+    assert_eq!(crate::retention::sweep(&t.ks, 30).unwrap(), 65);
+    assert_eq!(t.stats()["changes"]["segments"], 2);
+    let left = t.stored_ids().unwrap();
+    assert_eq!(left.len(), 75);
+    assert!(left.iter().all(|(_, _, seq)| *seq > 65));
+    // The old change of the kept segment went with its row.
+    assert!(t.ks.changes.get(65).unwrap().is_none());
+    assert!(t.ks.changes.get(66).unwrap().is_some());
+}
+
+/// A table whose rows carry their events' JSON (written before rows
+/// pointed into the change log) reads as before; new rows point, and
+/// trimming drops the delivered segments of the old rows only.
+#[tokio::test]
+async fn rows_that_carry_their_json_are_read_and_their_changes_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let ks = |name: &str| {
+            db.keyspace(name, fjall::KeyspaceCreateOptions::default)
+                .unwrap()
+        };
+        let (rows, ids, meta) = (ks("rows"), ks("ids"), ks("meta"));
+        for seq in 1..=100u64 {
+            let e = event(1, &format!("e{seq}"), "login", seq as i64);
+            let json = serde_json::to_vec(&e).unwrap();
+            let row = crate::keys::row_key("1", e.event_at, &e.event_id);
+            rows.insert(row, [&seq.to_be_bytes()[..], &json].concat())
+                .unwrap();
+            ids.insert(
+                crate::keys::id_key("1", &e.event_id),
+                crate::keys::time_bytes(e.event_at),
+            )
+            .unwrap();
+            // Changes 1..=64 were delivered and dropped; 65..=100 wait.
+            if seq > 64 {
+                ks(&format!("changes.{:020}", 65))
+                    .insert(seq.to_be_bytes(), json)
+                    .unwrap();
+            }
+        }
+        meta.insert(b"last_seq", 100u64.to_be_bytes()).unwrap();
+        meta.insert(b"changes_trimmed", 64u64.to_be_bytes())
+            .unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let t = open(dir.path());
+    let page = t.query(Query::recent("1")).await.unwrap();
+    assert_eq!(page.events.len(), 50);
+    assert_eq!(page.events[0].event_id, "e100");
+    assert!(matches!(
+        t.put(vec![event(1, "e3", "login", 3)]).await.unwrap()[0],
+        PutOutcome::Duplicate(ref e) if e.event_id == "e3"
+    ));
+    t.put(
+        (101..=200)
+            .map(|i| event(1, &format!("e{i}"), "login", i))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(t.read_changes(0, 1000).await.unwrap().len(), 136);
+    // Segment 1 (65..=128) holds old and new changes: it stays.
+    t.trim_changes(200).await.unwrap();
+    assert_eq!(t.stats()["changes"]["segments"], 3);
+    t.close().await.unwrap();
+    drop(t);
+    let t = open(dir.path());
+    let all = Query {
+        limit: 1000,
+        ..Query::recent("1")
+    };
+    assert_eq!(t.query(all).await.unwrap().events.len(), 200);
+    assert_eq!(t.stored_ids().unwrap().len(), 200);
+    let deleted = t.delete_user("1").await.unwrap();
+    assert_eq!((deleted.events, deleted.undelivered), (200, 0));
+    assert!(t.ks.changes.get(150).unwrap().is_none());
 }
 
 #[tokio::test]
