@@ -234,7 +234,11 @@ impl Table for EmbeddedTable {
                 .send(Command::DeleteUser(user_id.to_owned(), reply))
                 .await
                 .map_err(|_| Error::Closed)?;
-            outcome.await.map_err(|_| Error::Closed)?
+            let (deleted, segments) = outcome.await.map_err(|_| Error::Closed)??;
+            // The user's changes are gone from reads; rewriting their
+            // segments takes them off the disk too.
+            self.blocking(move |ks| ks.changes.purge(&segments)).await?;
+            Ok(deleted)
         })
     }
 

@@ -78,8 +78,10 @@ pub trait Table: Send + Sync + 'static {
     fn query(&self, query: Query) -> BoxFuture<'_, Result<Page, Error>>;
 
     /// Removes every event of a user (by its text form, like
-    /// [`Query::user_id`]) from the table and from the undelivered change
-    /// log; durable when it returns. Events stored later are kept.
+    /// [`Query::user_id`]) from the table and its change log; durable when
+    /// it returns, and off the disk where the engine can tell (the embedded
+    /// table rewrites the log's segments that held them). Events stored
+    /// later are kept.
     fn delete_user<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<Deleted, Error>>;
 
     /// False once a write failed to reach disk: the table then refuses writes

@@ -166,6 +166,21 @@ impl Segments {
         }
     }
 
+    /// Rewrites these segments without what was removed from them, so that
+    /// a deleted user's events leave the disk: the log is written in key
+    /// order and seldom compacted, so its removals would otherwise stay
+    /// tombstones over the data. Flushes the segments' write buffers first.
+    pub fn purge(&self, segments: &[u64]) -> Result<(), Error> {
+        for segment in segments {
+            let Some(keyspace) = self.read_lock().get(segment).cloned() else {
+                continue;
+            };
+            keyspace.rotate_memtable_and_wait().map_err(Error::Write)?;
+            keyspace.major_compact().map_err(Error::Write)?;
+        }
+        Ok(())
+    }
+
     /// Every open segment, oldest first.
     pub fn all(&self) -> Vec<Keyspace> {
         self.read_lock().values().cloned().collect()

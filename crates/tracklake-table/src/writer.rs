@@ -15,6 +15,7 @@ use tracklake_metrics::names;
 
 use crate::embedded::{Keyspaces, trimmed_through};
 use crate::keys::{decode_row, id_key, row_key, seq_key, time_bytes, time_from_bytes, user_prefix};
+use crate::segments::segment_of;
 use crate::{Deleted, Error, PutOutcome};
 
 pub(crate) const LAST_SEQ: &[u8] = b"last_seq";
@@ -31,7 +32,9 @@ pub(crate) enum Command {
     Put(Vec<Encoded>, Reply),
     /// Remove every stored event of a user (its key), after everything
     /// queued before it.
-    DeleteUser(String, oneshot::Sender<Result<Deleted, Error>>),
+    /// Answers with the segments of the change log it removed changes
+    /// from, to be purged.
+    DeleteUser(String, oneshot::Sender<Result<(Deleted, Vec<u64>), Error>>),
     /// Stop after everything queued before it, and sync.
     Stop(oneshot::Sender<Result<(), Error>>),
 }
@@ -119,7 +122,7 @@ impl Writer {
     /// Removes a user's rows, id entries and changes in one atomic batch,
     /// made durable before returning. Done here, between groups, so that no
     /// put of the same user interleaves with it.
-    fn delete_user(&mut self, user: &str) -> Result<Deleted, Error> {
+    fn delete_user(&mut self, user: &str) -> Result<(Deleted, Vec<u64>), Error> {
         if !self.healthy.load(Ordering::Acquire) {
             return Err(Error::Failed);
         }
@@ -128,12 +131,14 @@ impl Writer {
         let trimmed = trimmed_through(&ks.meta)?;
         let mut batch = ks.db.batch();
         let (mut events, mut changes) = (0u64, 0u64);
+        let mut segments = std::collections::BTreeSet::new();
         for guard in ks.rows.prefix(&prefix) {
             let (key, value) = guard.into_inner().map_err(Error::Read)?;
             // Every change of the user has a row: retention removes a row
             // and its change together.
             let seq = decode_row(&value)?.seq;
             ks.changes.remove(&mut batch, seq);
+            segments.insert(segment_of(seq));
             changes += u64::from(seq > trimmed);
             batch.remove(&ks.rows, key);
             events += 1;
@@ -146,11 +151,12 @@ impl Writer {
             self.healthy.store(false, Ordering::Release);
             Error::Persist(error)
         })?;
-        Ok(Deleted {
+        let deleted = Deleted {
             events,
             undelivered: changes,
             through_seq: self.last_seq,
-        })
+        };
+        Ok((deleted, segments.into_iter().collect()))
     }
 
     fn write(&mut self, group: Vec<(Vec<Encoded>, Reply)>) -> Written {

@@ -296,6 +296,12 @@ async fn deleting_a_user_removes_rows_ids_and_undelivered_changes_only() {
     assert_eq!(deleted.events, 10);
     assert_eq!(deleted.undelivered, 5);
     assert_eq!(deleted.through_seq, 30);
+    // The segment was rewritten without them: no tombstones over the data
+    // left on disk.
+    let segments = t.ks.changes.all();
+    assert_eq!(segments[0].approximate_len(), 20);
+    assert_eq!(segments[0].sealed_memtable_count(), 0);
+    drop(segments);
     assert!(t.query(Query::recent("1")).await.unwrap().events.is_empty());
     assert_eq!(t.query(Query::recent("0")).await.unwrap().events.len(), 10);
     assert_eq!(t.query(Query::recent("2")).await.unwrap().events.len(), 10);
