@@ -31,9 +31,9 @@ pub struct TableConfig {
     /// Block cache, in MiB, on top of the operating system's page cache
     /// (which holds the table's files too, outside the process). It fills
     /// with whatever is read, delivery's reads of the change log included.
-    /// At 10 million events `recent(user, 50)` took 2.0-2.6 ms at p99 with
-    /// 32, 1.4-1.6 ms with 128 and 0.65-1.3 ms with 256 in the runs of
-    /// docs/BENCHMARKS.md: raise it for read-heavy use when memory allows.
+    /// At 10 million events `recent(user, 50)` took 0.48 ms at p50 and
+    /// 3.6-4.3 ms at p99 with 32 (docs/BENCHMARKS.md): raise it for
+    /// read-heavy use when memory allows.
     pub cache_mib: u64,
     /// Write buffer of each of the table's keyspaces (rows, ids, the
     /// change log's newest segment), in MiB: with the journal, this bounds
