@@ -118,7 +118,9 @@ pub trait ChangeLog: Table {
         seq: u64,
     ) -> BoxFuture<'a, Result<(), Error>>;
 
-    /// Drops changes with `seq <= through` (after every consumer has them).
+    /// Marks changes with `seq <= through` consumed (after every consumer
+    /// has them): reads skip them, and an engine may drop them (the
+    /// embedded table keeps those its rows still point at).
     fn trim_changes(&self, through: u64) -> BoxFuture<'_, Result<(), Error>>;
 }
 
