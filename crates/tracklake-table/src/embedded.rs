@@ -242,8 +242,17 @@ impl Table for EmbeddedTable {
                 .map_err(|_| Error::Closed)?;
             let (deleted, segments) = outcome.await.map_err(|_| Error::Closed)??;
             // The user's changes are gone from reads; rewriting their
-            // segments takes them off the disk too.
-            self.blocking(move |ks| ks.changes.purge(&segments)).await?;
+            // segments takes them off the disk too. The deletion itself is
+            // durable by now: a failed rewrite is reported, not returned,
+            // since a retried deletion finds nothing left to rewrite.
+            let purged = segments.clone();
+            if let Err(error) = self.blocking(move |ks| ks.changes.purge(&purged)).await {
+                tracing::error!(
+                    %error,
+                    ?segments,
+                    "a deleted user's events stay on disk in these change-log segments until they are compacted or dropped"
+                );
+            }
             Ok(deleted)
         })
     }
