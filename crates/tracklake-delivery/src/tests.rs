@@ -13,6 +13,24 @@ use crate::{Delivery, DeliveryConfig, Format, Lake, LakeConfig, Layout, read_lak
 mod log;
 mod migration;
 
+/// The codecs of a Parquet file's column chunks, without levels (a file
+/// does not record them).
+pub(crate) fn codecs(body: bytes::Bytes) -> std::collections::BTreeSet<String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(body).unwrap();
+    let metadata = reader.metadata();
+    assert!(metadata.num_row_groups() > 0);
+    metadata
+        .row_groups()
+        .iter()
+        .flat_map(|group| group.columns())
+        .map(|column| {
+            let codec = column.compression().to_string();
+            codec.split('(').next().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
 fn event(id: &str, day: u32) -> Event {
     Event {
         event_id: id.into(),
@@ -491,6 +509,14 @@ fn a_parquet_buffer_larger_than_its_arrow_batches_keeps_every_row() {
     assert_eq!(encoded.files.len(), 3);
     for (file, day) in encoded.files.iter().zip(20..) {
         assert_eq!(file.day.to_string(), format!("2026-11-{day}"));
+        // Compressed without a codec state per column (compaction
+        // rewrites them with zstd).
+        let codecs = codecs(file.body.clone());
+        assert_eq!(
+            codecs,
+            [crate::buffer::DELIVERED.to_string()].into(),
+            "day {day}"
+        );
         let mut ids = Vec::new();
         for batch in crate::rewrite::parquet_batches(file.body.clone(), None).unwrap() {
             let batch = batch.unwrap();

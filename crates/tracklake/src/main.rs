@@ -16,12 +16,16 @@ use commands::{aws, bench, keys, lake, put, query, recent, seed, users};
 // jemalloc: glibc's malloc showed up as a fifth of the writer thread's time
 // under load, and mimalloc kept hundreds of MB it no longer used (its
 // transparent huge pages and delayed purges) after a burst of ingest.
+// The `system-allocator` feature leaves malloc to the C library, for heap
+// profilers that intercept it (heaptrack: docs/BENCHMARKS.md).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's settings, read at its start: a background thread returns
 /// freed memory to the system within a second (dirty pages) instead of on
 /// the next allocation, and few arenas keep fragmentation down on two cores.
+#[cfg(not(feature = "system-allocator"))]
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: &[u8] =

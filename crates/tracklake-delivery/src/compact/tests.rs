@@ -81,6 +81,7 @@ async fn a_delta_merge_is_one_commit_and_vacuum_deletes_the_sources_later() {
     let (dir, table, lake) = small_files(Format::Parquet, false, 5).await;
     let before = lake.snapshot().await.unwrap();
     assert_eq!(before.files.len(), 5);
+    let delivered = crate::tests::codecs(lake.read(&before.files[0].path).await.unwrap());
     let status = Status::default();
     compact_once(&*table, &lake, &CompactionConfig::default(), &status)
         .await
@@ -97,6 +98,13 @@ async fn a_delta_merge_is_one_commit_and_vacuum_deletes_the_sources_later() {
     assert_eq!(status.compacted_files.load(Ordering::Relaxed), 5);
     // Sorted by user, so one user's events are together.
     let body = lake.read(&after.files[0].path).await.unwrap();
+    // Delivered files are LZ4 (a zstd codec per column costs memory while
+    // delivering); merged files are zstd.
+    assert_eq!(delivered, ["LZ4_RAW".to_string()].into());
+    assert_eq!(
+        crate::tests::codecs(body.clone()),
+        ["ZSTD".to_string()].into()
+    );
     let users = crate::rewrite::user_ids(body).unwrap();
     assert!(users.windows(2).all(|w| w[0] <= w[1]), "{users:?}");
     // A reader of the older version still finds its files…

@@ -250,6 +250,38 @@ async fn rows_that_carry_their_json_are_read_and_their_changes_trimmed() {
     assert!(t.ks.changes.get(150).unwrap().is_none());
 }
 
+/// Once writes stop, the write buffers are flushed to table files and
+/// freed; what they held stays readable.
+#[tokio::test]
+async fn idle_write_buffers_are_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = open(dir.path());
+    let events = (0..200)
+        .map(|i| event(i % 7, &format!("e{i}"), "login", i))
+        .collect();
+    table.put(events).await.unwrap();
+    let buffered = || table.ks.db.write_buffer_size();
+    assert!(buffered() > 0);
+    let deadline = std::time::Instant::now() + crate::writer::IDLE_FLUSH * 50;
+    while buffered() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} bytes still buffered",
+            buffered()
+        );
+        tokio::time::sleep(crate::writer::IDLE_FLUSH / 4).await;
+    }
+    assert_eq!(table.read_changes(0, 1000).await.unwrap().len(), 200);
+    let page = table
+        .query(Query {
+            limit: 100,
+            ..Query::recent("3")
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 29);
+}
+
 #[tokio::test]
 async fn concurrent_writers_share_commits_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
