@@ -347,7 +347,7 @@ impl Syncer {
         let keyspaces = [&ks.rows, &ks.ids, &ks.meta].into_iter().cloned();
         for keyspace in keyspaces.chain(ks.changes.all()) {
             if let Err(error) = keyspace.rotate_memtable() {
-                let name: &str = &keyspace.name();
+                let name: &str = keyspace.name();
                 tracing::warn!(%error, keyspace = name, "flushing an idle write buffer failed");
             }
         }
