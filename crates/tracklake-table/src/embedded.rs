@@ -37,10 +37,7 @@ pub struct TableConfig {
     pub cache_mib: u64,
     /// Write buffer of each of the table's keyspaces (rows, ids, the
     /// change log's newest segment), in MiB: with the journal, this bounds
-    /// the memory of writes. Applies to keyspaces made from now on. 4 took
-    /// about 20 MB off the peak under saturating ingest against 8, at the
-    /// same rate (docs/BENCHMARKS.md). Write buffers are flushed after 5 s
-    /// without writes.
+    /// the memory of writes. Applies to keyspaces made from now on.
     pub memtable_mib: u64,
     /// Journal kept before write buffers must be flushed, in MiB (at least
     /// 64). This is what bounds memory under sustained writes: write
@@ -55,7 +52,7 @@ impl Default for TableConfig {
             max_group_events: 20_000,
             queue_depth: 1024,
             cache_mib: 32,
-            memtable_mib: 4,
+            memtable_mib: 8,
             journal_mib: 64,
         }
     }
