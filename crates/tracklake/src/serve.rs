@@ -24,9 +24,14 @@ fn log_memory_budget(config: &Config, embedded: bool) {
     if embedded {
         tracing::info!(
             table_block_cache_mib = table.cache_mib,
-            // fjall flushes write buffers once its journals pass this.
-            table_write_buffers_mib = table.journal_mib.max(64),
-            // Two buffers (one filling, one publishing), held as Parquet.
+            // One per keyspace (rows, ids, meta, the log's newest segment);
+            // sealed ones wait for a flush while fjall's journals stay
+            // under `journal_mib`, and all are flushed 5 s after the last
+            // write.
+            table_write_buffer_mib_each = table.memtable_mib,
+            table_journal_mib = table.journal_mib.max(64),
+            // Two buffers (one filling, one publishing), held as LZ4
+            // Parquet.
             delivery_buffers_mib_of_events = 2 * delivery.buffer_size_mib,
             user_agent_cache_entries = config.ingest.user_agent_cache,
             query_mib_each = config.query.memory_limit_mib,
