@@ -15,8 +15,11 @@ use crate::rewrite::parquet_batches;
 use crate::{CompactionConfig, Error, Lake, Status};
 
 /// Rows sorted together: a row group of the merged file. Bounds the memory
-/// a merge holds decoded.
-const SORT_ROWS: usize = 256 * 1024;
+/// a merge holds decoded (about 400 bytes a row, held twice while sorting).
+const SORT_ROWS: usize = 128 * 1024;
+/// Rows per batch read from a source (`rewrite::parquet_batches`): a
+/// sorted run may pass `SORT_ROWS` by up to this.
+const READ_ROWS: usize = 64 * 1024;
 
 pub(super) async fn compact(
     lake: &Lake,
@@ -59,13 +62,29 @@ fn bins(mut files: Vec<LakeFile>, target: u64, min_files: usize) -> Vec<Vec<Lake
 }
 
 async fn merge(lake: &Lake, sources: Vec<LakeFile>, status: &Status) -> Result<(), Error> {
-    let mut bodies = Vec::with_capacity(sources.len());
+    // The sources are read one at a time while the merge decodes the one
+    // before: a bin holds up to `target_size_mib` of files, and holding
+    // them all at once took a merge of 5 M events to 521 MB.
+    let (send, bodies) = tokio::sync::mpsc::channel(1);
+    let merging = tokio::task::spawn_blocking(move || merge_sorted(bodies, SORT_ROWS));
+    let mut read = Ok(());
     for file in &sources {
-        bodies.push(lake.read(&file.path).await?);
+        match lake.read(&file.path).await {
+            Ok(body) => {
+                if send.send(body).await.is_err() {
+                    break; // the merge failed: its error says why
+                }
+            }
+            Err(error) => {
+                read = Err(error);
+                break;
+            }
+        }
     }
-    let (body, rows) = tokio::task::spawn_blocking(move || merge_sorted(bodies))
-        .await
-        .map_err(|e| Error::Task(e.to_string()))??;
+    drop(send);
+    let merged = merging.await.map_err(|e| Error::Task(e.to_string()))?;
+    read?;
+    let (body, rows) = merged?;
     let expected: Option<u64> = sources.iter().map(LakeFile::rows).sum();
     if let Some(expected) = expected.filter(|n| *n != rows as u64) {
         return Err(Error::Lake(format!(
@@ -100,22 +119,25 @@ async fn merge(lake: &Lake, sources: Vec<LakeFile>, status: &Status) -> Result<(
     Ok(())
 }
 
-/// Parquet `sources` as one file, in row groups of up to [`SORT_ROWS`] rows
-/// each sorted by `user_id`, then `event_at`.
-fn merge_sorted(sources: Vec<bytes::Bytes>) -> Result<(Vec<u8>, usize), Error> {
+/// Parquet `sources` as one file, in row groups of up to `sort_rows` rows
+/// (and a read batch) each sorted by `user_id`, then `event_at`.
+pub(super) fn merge_sorted(
+    mut sources: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    sort_rows: usize,
+) -> Result<(Vec<u8>, usize), Error> {
     let properties = parquet_properties()?
         .into_builder()
-        .set_max_row_group_row_count(Some(SORT_ROWS))
+        .set_max_row_group_row_count(Some(sort_rows + READ_ROWS))
         .build();
     let mut writer = ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(properties))
         .map_err(Error::Parquet)?;
     let (mut pending, mut pending_rows, mut rows) = (Vec::new(), 0, 0);
-    for source in sources {
+    while let Some(source) = sources.blocking_recv() {
         for batch in parquet_batches(source, None)? {
             let batch = batch?;
             pending_rows += batch.num_rows();
             pending.push(batch);
-            if pending_rows >= SORT_ROWS {
+            if pending_rows >= sort_rows {
                 rows += write_sorted(&mut writer, std::mem::take(&mut pending))?;
                 pending_rows = 0;
             }
@@ -132,7 +154,9 @@ fn write_sorted(
     if batches.is_empty() {
         return Ok(0);
     }
+    // Each step drops what it was made from: a run is held twice at most.
     let batch = arrow_select::concat::concat_batches(&SCHEMA, &batches).map_err(Error::Arrow)?;
+    drop(batches);
     let key = |name: &str| -> Result<ArrayRef, Error> {
         batch
             .column_by_name(name)
@@ -154,6 +178,7 @@ fn write_sorted(
     )
     .map_err(Error::Arrow)?;
     let sorted = arrow_select::take::take_record_batch(&batch, &order).map_err(Error::Arrow)?;
+    drop(batch);
     writer.write(&sorted).map_err(Error::Parquet)?;
     // Each sorted run is its own row group.
     writer.flush().map_err(Error::Parquet)?;

@@ -242,3 +242,78 @@ fn only_adjacent_small_files_form_runs() {
     );
     assert_eq!(runs.iter().map(|r| r.len()).sum::<usize>(), 4);
 }
+
+/// Sources streamed into sorted runs of a few rows: every row comes out
+/// once, each row group sorted by user and time, whatever the run length.
+#[test]
+fn a_merge_sorts_each_run_and_keeps_every_row() {
+    use arrow_array::cast::AsArray;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let source = |ids: std::ops::Range<u32>| {
+        let events: Vec<Event> = ids
+            .map(|i| {
+                let mut e = event(&format!("e{i}"));
+                e.user_id = UserId::Int(i64::from((i * 7919) % 13));
+                e.event_at += chrono::Duration::seconds(i64::from(i % 50));
+                e
+            })
+            .collect();
+        let rows: Vec<_> = events
+            .iter()
+            .map(|e| crate::row::Row::from_event(e).unwrap())
+            .collect();
+        bytes::Bytes::from(crate::encode::parquet(&rows).unwrap())
+    };
+    let (send, bodies) = tokio::sync::mpsc::channel(3);
+    for ids in [0..1500, 1500..2200, 2200..4000] {
+        send.try_send(source(ids)).unwrap();
+    }
+    drop(send);
+    let (body, rows) = super::delta::merge_sorted(bodies, 1000).unwrap();
+    assert_eq!(rows, 4000);
+    let body = bytes::Bytes::from(body);
+    let groups = ParquetRecordBatchReaderBuilder::try_new(body.clone())
+        .unwrap()
+        .metadata()
+        .num_row_groups();
+    // A run ends at the first source batch that brings it to 1000 rows:
+    // 1500, then 700 + 1800.
+    assert_eq!(groups, 2);
+    let mut ids = Vec::new();
+    for group in 0..groups {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(body.clone())
+            .unwrap()
+            .with_row_groups(vec![group])
+            .build()
+            .unwrap();
+        let mut keys = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let text = |name| {
+                batch
+                    .column_by_name(name)
+                    .unwrap()
+                    .as_string::<i32>()
+                    .clone()
+            };
+            let at = batch
+                .column_by_name("event_at")
+                .unwrap()
+                .as_primitive::<arrow_array::types::TimestampMicrosecondType>()
+                .clone();
+            let (users, events) = (text("user_id"), text("event_id"));
+            for r in 0..batch.num_rows() {
+                keys.push((users.value(r).to_owned(), at.value(r)));
+                ids.push(events.value(r).to_owned());
+            }
+        }
+        assert!(
+            keys.windows(2).all(|w| w[0] <= w[1]),
+            "row group {group} is not sorted"
+        );
+    }
+    ids.sort();
+    let mut expected: Vec<String> = (0..4000).map(|i| format!("e{i}")).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+}
