@@ -13,15 +13,19 @@ use crate::Error;
 use crate::encode::parquet_properties;
 use crate::inspect::{json_ids_of, text_column};
 
-/// The record batches of a Parquet file (64k rows each), all columns or
-/// just `column`.
+/// Rows per batch read from a lake file: what a rewrite or a merge holds
+/// decoded beyond its own bound.
+pub(crate) const READ_ROWS: usize = 16 * 1024;
+
+/// The record batches of a Parquet file (`READ_ROWS` rows each), all
+/// columns or just `column`.
 pub(crate) fn parquet_batches(
     data: bytes::Bytes,
     column: Option<&str>,
 ) -> Result<impl Iterator<Item = Result<arrow_array::RecordBatch, Error>>, Error> {
     let mut builder = ParquetRecordBatchReaderBuilder::try_new(data)
         .map_err(Error::Parquet)?
-        .with_batch_size(64 * 1024);
+        .with_batch_size(READ_ROWS);
     if let Some(column) = column {
         let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), [column]);
         builder = builder.with_projection(mask);

@@ -11,15 +11,13 @@ use parquet::arrow::ArrowWriter;
 
 use crate::encode::{SCHEMA, parquet_properties};
 use crate::lake::{LakeFile, NewFile, Operation, Update, partition_of, range_of};
-use crate::rewrite::parquet_batches;
+use crate::rewrite::{READ_ROWS, parquet_batches};
 use crate::{CompactionConfig, Error, Lake, Status};
 
 /// Rows sorted together: a row group of the merged file. Bounds the memory
-/// a merge holds decoded (about 400 bytes a row, held twice while sorting).
-const SORT_ROWS: usize = 128 * 1024;
-/// Rows per batch read from a source (`rewrite::parquet_batches`): a
-/// sorted run may pass `SORT_ROWS` by up to this.
-const READ_ROWS: usize = 64 * 1024;
+/// a merge holds decoded (about 400 bytes a row, held twice while sorting;
+/// a run may pass it by a read batch, `READ_ROWS`).
+const SORT_ROWS: usize = 64 * 1024;
 
 pub(super) async fn compact(
     lake: &Lake,
