@@ -99,7 +99,9 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             format: "auto".into(),
-            level: "info,fjall=warn,lsm_tree=warn".into(),
+            // The Delta kernel logs every snapshot it loads at info,
+            // with the whole log segment in one line.
+            level: "info,fjall=warn,lsm_tree=warn,buoyant_kernel=warn".into(),
         }
     }
 }
