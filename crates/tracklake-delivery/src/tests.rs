@@ -520,14 +520,7 @@ fn a_parquet_buffer_larger_than_its_arrow_batches_keeps_every_row() {
         let mut ids = Vec::new();
         for batch in crate::rewrite::parquet_batches(file.body.clone(), None).unwrap() {
             let batch = batch.unwrap();
-            let column = |name| {
-                use arrow_array::cast::AsArray;
-                batch
-                    .column_by_name(name)
-                    .unwrap()
-                    .as_string::<i32>()
-                    .clone()
-            };
+            let column = |name| crate::inspect::text_column(&batch, name).unwrap();
             let (id, ip) = (column("event_id"), column("ip_address"));
             ids.extend(id.iter().map(|v| v.unwrap().to_owned()));
             assert!(ip.iter().all(|v| v == Some("203.0.113.0")), "{ip:?}");

@@ -31,8 +31,8 @@ pub struct TableConfig {
     /// Block cache, in MiB, on top of the operating system's page cache
     /// (which holds the table's files too, outside the process). It fills
     /// with whatever is read, delivery's reads of the change log included.
-    /// At 10 million events `recent(user, 50)` took 0.48 ms at p50 and
-    /// 3.6-4.3 ms at p99 with 32 (docs/BENCHMARKS.md): raise it for
+    /// At 10 million events `recent(user, 50)` took about 0.5 ms at p50
+    /// and 1.0-4.8 ms at p99 with 32 (docs/BENCHMARKS.md): raise it for
     /// read-heavy use when memory allows.
     pub cache_mib: u64,
     /// Write buffer of each of the table's keyspaces (rows, ids, the

@@ -65,20 +65,15 @@ async fn merge(lake: &Lake, sources: Vec<LakeFile>, status: &Status) -> Result<(
     // them all at once took a merge of 5 M events to 521 MB.
     let (send, bodies) = tokio::sync::mpsc::channel(1);
     let merging = tokio::task::spawn_blocking(move || merge_sorted(bodies, SORT_ROWS));
-    let mut read = Ok(());
-    for file in &sources {
-        match lake.read(&file.path).await {
-            Ok(body) => {
-                if send.send(body).await.is_err() {
-                    break; // the merge failed: its error says why
-                }
-            }
-            Err(error) => {
-                read = Err(error);
-                break;
+    let read = async {
+        for file in &sources {
+            if send.send(lake.read(&file.path).await?).await.is_err() {
+                break; // the merge failed: its error says why
             }
         }
+        Ok::<_, Error>(())
     }
+    .await;
     drop(send);
     let merged = merging.await.map_err(|e| Error::Task(e.to_string()))?;
     read?;

@@ -289,13 +289,7 @@ fn a_merge_sorts_each_run_and_keeps_every_row() {
         let mut keys = Vec::new();
         for batch in reader {
             let batch = batch.unwrap();
-            let text = |name| {
-                batch
-                    .column_by_name(name)
-                    .unwrap()
-                    .as_string::<i32>()
-                    .clone()
-            };
+            let text = |name| crate::inspect::text_column(&batch, name).unwrap();
             let at = batch
                 .column_by_name("event_at")
                 .unwrap()
