@@ -1,20 +1,21 @@
-//! The embedded engine: a fjall database in `<data-dir>/table`.
+//! The embedded engine in `<data-dir>/table`: the change log's files in
+//! `log/` (see `log`), and a fjall database of rows and ids over them.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use fjall::config::{BlockSizePolicy, CompressionPolicy, PartitioningPolicy};
+use fjall::config::{CompressionPolicy, PartitioningPolicy};
 use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracklake_event::Event;
 
 use crate::keys::{decode_row, seq_from, seq_key};
+use crate::log::{HIDDEN_PREFIX, Log, POINTERS_FROM, TRIMMED};
 use crate::query::{Page, Query, scan};
 use crate::retention::{CHECKPOINT_PREFIX, Sweeper};
-use crate::segments::{POINTERS_FROM, Segments, TRIMMED};
-use crate::writer::{Command, Encoded, LAST_SEQ, Writer};
+use crate::writer::{Command, Encoded, Writer, hidden_key};
 use crate::{BoxFuture, Change, ChangeLog, Deleted, Error, PutOutcome, Table};
 
 /// The `[table]` section of the config file.
@@ -35,9 +36,8 @@ pub struct TableConfig {
     /// and 1.0-4.8 ms at p99 with 32 (docs/BENCHMARKS.md): raise it for
     /// read-heavy use when memory allows.
     pub cache_mib: u64,
-    /// Write buffer of each of the table's keyspaces (rows, ids, the
-    /// change log's newest segment), in MiB: with the journal, this bounds
-    /// the memory of writes. Applies to keyspaces made from now on.
+    /// Write buffer of each of the table's keyspaces (rows, ids and meta),
+    /// in MiB: with the journal, this bounds the memory of writes.
     pub memtable_mib: u64,
     /// Journal kept before write buffers must be flushed, in MiB (at least
     /// 64). This is what bounds memory under sustained writes: write
@@ -58,17 +58,13 @@ impl Default for TableConfig {
     }
 }
 
-/// Block size of the change log, which holds the events: larger blocks
-/// compress its JSON better; a read of one event decompresses one.
-const LOG_BLOCK: u32 = 16 * 1024;
-
 /// Handles to the keyspaces; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Keyspaces {
     pub db: Database,
     pub rows: Keyspace,
     pub ids: Keyspace,
-    pub changes: Arc<Segments>,
+    pub log: Arc<Log>,
     pub meta: Keyspace,
 }
 
@@ -113,24 +109,24 @@ impl EmbeddedTable {
             .filter_block_partitioning_policy(PartitioningPolicy::all(true))
             .index_block_partitioning_policy(PartitioningPolicy::all(true));
         let keyspace = |name: &str| db.keyspace(name, || stored.clone()).map_err(open_err);
-        // The change log holds the events (rows point into it): compressed
-        // too. It is written in key order, so it is seldom compacted.
-        let log = stored
-            .clone()
-            .data_block_size_policy(BlockSizePolicy::all(LOG_BLOCK));
+        let meta = keyspace("meta")?;
+        let hidden = meta
+            .prefix(HIDDEN_PREFIX)
+            .map(|guard| {
+                let key = guard.key().map_err(Error::Read)?;
+                seq_from(&key[HIDDEN_PREFIX.len()..]).ok_or(Error::Corrupt("a short hidden change"))
+            })
+            .collect::<Result<_, Error>>()?;
         let ks = Keyspaces {
             rows: keyspace("rows")?,
             ids: keyspace("ids")?,
-            changes: Arc::new(Segments::open(&db, log).map_err(open_err)?),
-            meta: keyspace("meta")?,
+            log: Arc::new(Log::open(&dir.join("log"), hidden)?),
+            meta,
             db: db.clone(),
         };
-        let last_seq = match ks.meta.get(LAST_SEQ).map_err(Error::Read)? {
-            Some(v) => <[u8; 8]>::try_from(&v[..])
-                .map(u64::from_be_bytes)
-                .unwrap_or(0),
-            None => 0,
-        };
+        crate::log::move_from_fjall(&db, &ks.log)?;
+        let last_seq = crate::recover::rebuild(&ks)?;
+        purge_hidden(&ks, &ks.log.hidden_segments())?;
         let trimmed = trimmed_through(&ks.meta)?;
         let pointers_from = match ks.meta.get(POINTERS_FROM).map_err(Error::Read)? {
             Some(v) => seq_from(&v).ok_or(Error::Corrupt("a short rows_point_from"))?,
@@ -155,6 +151,7 @@ impl EmbeddedTable {
             healthy: healthy.clone(),
             max_group_events: config.max_group_events.max(1),
             last_seq,
+            appended: Vec::new(),
         };
         std::thread::Builder::new()
             .name("table-writer".into())
@@ -188,7 +185,7 @@ impl EmbeddedTable {
             .map(|guard| {
                 let (_, value) = guard.into_inner().map_err(Error::Read)?;
                 let row = decode_row(&value)?;
-                let event = self.ks.changes.event(&row)?;
+                let event = self.ks.log.event(&row)?;
                 Ok((event.user_id.as_key(), event.event_id, row.seq))
             })
             .collect()
@@ -246,7 +243,7 @@ impl Table for EmbeddedTable {
             // durable by now: a failed rewrite is reported, not returned,
             // since a retried deletion finds nothing left to rewrite.
             let purged = segments.clone();
-            if let Err(error) = self.blocking(move |ks| ks.changes.purge(&purged)).await {
+            if let Err(error) = self.blocking(move |ks| purge_hidden(ks, &purged)).await {
                 tracing::error!(
                     %error,
                     ?segments,
@@ -267,7 +264,7 @@ impl Table for EmbeddedTable {
                 "tables": k.table_count(),
             })
         };
-        let segments = ks.changes.all();
+        let (segments, log_bytes) = ks.log.size();
         serde_json::json!({
             "last_seq": *self.durable.borrow(),
             "approximate_rows": ks.rows.approximate_len(),
@@ -278,8 +275,8 @@ impl Table for EmbeddedTable {
             "rows": keyspace(&ks.rows),
             "ids": keyspace(&ks.ids),
             "changes": {
-                "segments": segments.len(),
-                "disk_bytes": segments.iter().map(Keyspace::disk_space).sum::<u64>(),
+                "segments": segments,
+                "disk_bytes": log_bytes,
             },
         })
     }
@@ -312,7 +309,7 @@ impl ChangeLog for EmbeddedTable {
             if after >= durable || max == 0 {
                 return Ok(Vec::new());
             }
-            ks.changes.read(after + 1, durable, max)
+            ks.log.read(after + 1, durable, max)
         }))
     }
 
@@ -359,13 +356,30 @@ impl ChangeLog for EmbeddedTable {
             ks.meta
                 .insert(TRIMMED, seq_key(through).to_vec())
                 .map_err(Error::Write)?;
-            ks.changes
-                .drop_through(through.min(legacy_through))
-                .map_err(Error::Write)?;
+            ks.log.drop_through(through.min(legacy_through))?;
             trimmed.fetch_max(through, Ordering::AcqRel);
             Ok(())
         }))
     }
+}
+
+/// Writes these segments of the log anew without their hidden changes
+/// (a deleted user's), then forgets them.
+fn purge_hidden(ks: &Keyspaces, segments: &[u64]) -> Result<(), Error> {
+    let removed = ks.log.purge(segments)?;
+    if removed.is_empty() {
+        return Ok(());
+    }
+    let mut batch = ks.db.batch();
+    for seq in &removed {
+        batch.remove(&ks.meta, hidden_key(*seq));
+    }
+    batch.commit().map_err(Error::Write)?;
+    ks.db
+        .persist(PersistMode::SyncAll)
+        .map_err(Error::Persist)?;
+    ks.log.forget_hidden(&removed);
+    Ok(())
 }
 
 /// Up to where the change log is trimmed.
@@ -383,4 +397,4 @@ fn checkpoint_key(consumer: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,12 +2,11 @@
 //!
 //! - row:    `user_id 0x00 event_at(8) event_id` → seq(8)
 //! - id:     `user_id 0x00 event_id`             → event_at(8)
-//! - change: `seq(8)`                            → event JSON (the new image),
-//!   in the keyspace of its segment (see `segments`)
 //!
-//! The change log is where an event is stored: written once, in arrival
-//! order, so that delivery reads it sequentially. Rows and ids are a compact
-//! index over it: a row points at its change by sequence number. (Rows that
+//! The change log (`log`, files outside fjall) is where an event is
+//! stored: written once, in arrival order, so that delivery reads it
+//! sequentially. Rows and ids are a compact index over it: a row points at
+//! its change by sequence number. (Rows that
 //! carried the JSON too wrote each event twice, and compacting them was
 //! most of the table's CPU time.) Rows written before that change still
 //! carry their JSON after the sequence number; both forms are read.

@@ -2,14 +2,16 @@
 //! table (`user_id` partition key, `event_at` sort key) with Streams.
 //!
 //! [`Table`] is what callers use; [`EmbeddedTable`] is the default engine
-//! (fjall, an LSM tree with a checksummed journal). A DynamoDB-backed table
+//! (a change log in files of checksummed frames, indexed by fjall, an LSM
+//! tree). A DynamoDB-backed table
 //! implements the same trait.
 
 mod embedded;
 mod keys;
+mod log;
 mod query;
+mod recover;
 mod retention;
-mod segments;
 #[cfg(any(test, feature = "suite"))]
 pub mod suite;
 mod writer;
@@ -131,6 +133,13 @@ pub enum Error {
     Open { path: String, source: fjall::Error },
     #[error("writing to the table: {0}")]
     Write(fjall::Error),
+    #[error("the change log at {path}: {source}")]
+    Log {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("compressing or decompressing the change log: {0}")]
+    Compress(std::io::Error),
     #[error("syncing the table to disk: {0}")]
     Persist(fjall::Error),
     #[error("reading the table: {0}")]

@@ -110,7 +110,7 @@ pub(crate) fn scan(ks: &Keyspaces, q: &Query) -> Result<Page, Error> {
     };
     for guard in iter {
         let (key, value) = guard.into_inner().map_err(Error::Read)?;
-        let event = ks.changes.event(&decode_row(&value)?)?;
+        let event = ks.log.event(&decode_row(&value)?)?;
         if !q.types.is_empty() && !q.types.contains(&event.event_type) {
             continue;
         }

@@ -12,7 +12,7 @@ use chrono::Utc;
 
 use crate::embedded::Keyspaces;
 use crate::keys::{decode_row, id_key_of_row, seq_from, time_of_row};
-use crate::segments::segment_of;
+use crate::log::segment_of;
 use crate::writer::LAST_SEQ;
 
 pub(crate) const CHECKPOINT_PREFIX: &[u8] = b"checkpoint/";
@@ -72,7 +72,8 @@ pub(crate) fn sweep(ks: &Keyspaces, days: u32) -> Result<usize, crate::Error> {
         if let Some(id) = id_key_of_row(&key) {
             batch.remove(&ks.ids, id);
         }
-        ks.changes.remove(&mut batch, row.seq);
+        // Its change stays in the log's file until no row points into
+        // the segment; nothing reads it meanwhile.
         batch.remove(&ks.rows, key);
         removed += 1;
         if batch.len() >= DELETE_BATCH {
@@ -82,10 +83,7 @@ pub(crate) fn sweep(ks: &Keyspaces, days: u32) -> Result<usize, crate::Error> {
         }
     }
     batch.commit().map_err(Write)?;
-    let segments = ks
-        .changes
-        .drop_unreferenced(released, &referenced)
-        .map_err(Write)?;
+    let segments = ks.log.drop_unreferenced(released, &referenced)?;
     if segments > 0 {
         tracing::info!(segments, "retention dropped segments of the change log");
     }

@@ -1,8 +1,10 @@
-//! Group commit on two threads. The writer puts every request waiting when it
-//! wakes into one atomic write batch; the syncer fsyncs the journal once for
-//! every batch written since its last fsync, then acknowledges them. While
-//! one fsync runs the writer prepares the next batch, so concurrent callers
-//! share both the CPU work and the cost of durability.
+//! Group commit on two threads. The writer appends every request waiting
+//! when it wakes to the change log, then commits its rows and ids to fjall
+//! in one atomic batch; the syncer fsyncs the log once for every group
+//! written since its last fsync, then acknowledges them. While one fsync
+//! runs the writer prepares the next group, so concurrent callers share
+//! both the CPU work and the cost of durability. fjall is not synced here:
+//! what a crash takes from it is rebuilt from the log at open (`recover`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use tracklake_metrics::names;
 
 use crate::embedded::{Keyspaces, trimmed_through};
 use crate::keys::{decode_row, id_key, row_key, seq_key, time_bytes, time_from_bytes, user_prefix};
-use crate::segments::segment_of;
+use crate::log::{HIDDEN_PREFIX, segment_of};
 use crate::{Deleted, Error, PutOutcome};
 
 pub(crate) const LAST_SEQ: &[u8] = b"last_seq";
@@ -45,6 +47,8 @@ pub(crate) enum Command {
 enum Written {
     Group {
         last_seq: u64,
+        /// The change log's segments it appended to.
+        segments: Vec<u64>,
         /// When the group's write began: commit latency runs to its fsync.
         started: std::time::Instant,
         replies: Vec<(Reply, Result<Vec<PutOutcome>, Error>)>,
@@ -59,6 +63,14 @@ pub(crate) struct Writer {
     pub healthy: Arc<AtomicBool>,
     pub max_group_events: usize,
     pub last_seq: u64,
+    /// The log's segments the group being written appended to.
+    pub appended: Vec<u64>,
+}
+
+/// The `meta` key that keeps a deleted user's change hidden until its
+/// segment is written anew.
+pub(crate) fn hidden_key(seq: u64) -> Vec<u8> {
+    [HIDDEN_PREFIX, &seq_key(seq)].concat()
 }
 
 impl Writer {
@@ -134,12 +146,14 @@ impl Writer {
         let mut batch = ks.db.batch();
         let (mut events, mut changes) = (0u64, 0u64);
         let mut segments = std::collections::BTreeSet::new();
+        let mut hidden = Vec::new();
         for guard in ks.rows.prefix(&prefix) {
             let (key, value) = guard.into_inner().map_err(Error::Read)?;
             // Every change of the user has a row: retention removes a row
-            // and its change together.
+            // before its change can be read again.
             let seq = decode_row(&value)?.seq;
-            ks.changes.remove(&mut batch, seq);
+            batch.insert(&ks.meta, hidden_key(seq), []);
+            hidden.push(seq);
             segments.insert(segment_of(seq));
             changes += u64::from(seq > trimmed);
             batch.remove(&ks.rows, key);
@@ -153,6 +167,7 @@ impl Writer {
             self.healthy.store(false, Ordering::Release);
             Error::Persist(error)
         })?;
+        ks.log.hide(hidden);
         let deleted = Deleted {
             events,
             undelivered: changes,
@@ -189,6 +204,7 @@ impl Writer {
         };
         Written::Group {
             last_seq: self.last_seq,
+            segments: std::mem::take(&mut self.appended),
             started,
             replies,
         }
@@ -201,6 +217,7 @@ impl Writer {
         // id key → (request, position) of an event stored earlier in this group
         let mut in_group: HashMap<Vec<u8>, (usize, usize)> = HashMap::new();
         let mut outcomes: Vec<Vec<PutOutcome>> = Vec::with_capacity(batches.len());
+        let mut changes: Vec<(u64, Vec<u8>)> = Vec::new();
         for (r, events) in batches.into_iter().enumerate() {
             let mut out = Vec::with_capacity(events.len());
             for Encoded { event, json } in events {
@@ -225,13 +242,17 @@ impl Writer {
                 let row = row_key(&user, event.event_at, &event.event_id);
                 batch.insert(&ks.rows, row, seq_key(seq).to_vec());
                 batch.insert(&ks.ids, id, time_bytes(event.event_at).to_vec());
-                let segment = ks.changes.for_write(seq).map_err(Error::Write)?;
-                batch.insert(&segment, seq_key(seq).to_vec(), json);
+                changes.push((seq, json));
                 out.push(PutOutcome::Stored(event));
             }
             outcomes.push(out);
         }
         if seq != self.last_seq {
+            // The log first: a crash may then leave fjall behind the log
+            // (rebuilt at open), never ahead of it.
+            let changes: Vec<(u64, &[u8])> =
+                changes.iter().map(|(s, j)| (*s, j.as_slice())).collect();
+            self.appended = ks.log.append(&changes)?;
             batch.insert(&ks.meta, LAST_SEQ, seq_key(seq).to_vec());
             batch.commit().map_err(Error::Write)?;
             self.last_seq = seq;
@@ -254,7 +275,7 @@ impl Writer {
             .get(row_key(user, at, event_id))
             .map_err(Error::Read)?
         {
-            Some(value) => Ok(Some(self.ks.changes.event(&decode_row(&value)?)?)),
+            Some(value) => Ok(Some(self.ks.log.event(&decode_row(&value)?)?)),
             None => Ok(None),
         }
     }
@@ -294,10 +315,30 @@ impl Syncer {
             unflushed = true;
             let mut pending = vec![first];
             pending.extend(self.written.try_iter());
-            // One fsync covers every batch written before it.
+            // One fsync of each segment written covers every group before
+            // it; stopping syncs fjall too, so that the next open has
+            // nothing to rebuild.
+            let mut segments = std::collections::BTreeSet::new();
+            let mut stop = false;
+            for written in &pending {
+                match written {
+                    Written::Group { segments: s, .. } => segments.extend(s.iter().copied()),
+                    Written::Stop(_) => stop = true,
+                }
+            }
             let synced = if self.healthy.load(Ordering::Acquire) {
-                self.ks.db.persist(PersistMode::SyncAll).map_err(|error| {
-                    tracing::error!(%error, "fsync of the table journal failed; refusing further writes");
+                let fjall = || {
+                    if stop {
+                        self.ks
+                            .db
+                            .persist(PersistMode::SyncAll)
+                            .map_err(Error::Persist)
+                    } else {
+                        Ok(())
+                    }
+                };
+                self.ks.log.sync(&segments).and_then(|()| fjall()).map_err(|error| {
+                    tracing::error!(%error, "fsync of the table failed; refusing further writes");
                     self.healthy.store(false, Ordering::Release);
                 })
             } else {
@@ -309,6 +350,7 @@ impl Syncer {
                         last_seq,
                         started,
                         replies,
+                        ..
                     } => {
                         if synced.is_ok() {
                             metrics::histogram!(names::TABLE_COMMIT_SECONDS)
@@ -344,8 +386,7 @@ impl Syncer {
     /// a failure here costs memory, not data.
     fn flush_write_buffers(&self) {
         let ks = &self.ks;
-        let keyspaces = [&ks.rows, &ks.ids, &ks.meta].into_iter().cloned();
-        for keyspace in keyspaces.chain(ks.changes.all()) {
+        for keyspace in [&ks.rows, &ks.ids, &ks.meta] {
             if let Err(error) = keyspace.rotate_memtable() {
                 let name: &str = keyspace.name();
                 tracing::warn!(%error, keyspace = name, "flushing an idle write buffer failed");

@@ -6,7 +6,7 @@ fn at(minute: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap() + chrono::Duration::minutes(minute)
 }
 
-fn event(user: i64, id: &str, kind: &str, minute: i64) -> Event {
+pub(crate) fn event(user: i64, id: &str, kind: &str, minute: i64) -> Event {
     Event {
         event_id: id.into(),
         user_id: UserId::Int(user),
@@ -21,11 +21,11 @@ fn event(user: i64, id: &str, kind: &str, minute: i64) -> Event {
     }
 }
 
-fn open(dir: &Path) -> EmbeddedTable {
+pub(crate) fn open(dir: &Path) -> EmbeddedTable {
     EmbeddedTable::open(dir, &TableConfig::default()).unwrap()
 }
 
-fn ids(page: &Page) -> Vec<&str> {
+pub(crate) fn ids(page: &Page) -> Vec<&str> {
     page.events.iter().map(|e| e.event_id.as_str()).collect()
 }
 
@@ -176,9 +176,10 @@ async fn retention_drops_segments_no_row_points_into() {
     let left = t.stored_ids().unwrap();
     assert_eq!(left.len(), 75);
     assert!(left.iter().all(|(_, _, seq)| *seq > 65));
-    // The old change of the kept segment went with its row.
-    assert!(t.ks.changes.get(65).unwrap().is_none());
-    assert!(t.ks.changes.get(66).unwrap().is_some());
+    // The old change of the kept segment stays in its file, which goes
+    // once no row points into it.
+    assert!(t.ks.log.get(65).unwrap().is_some());
+    assert!(t.ks.log.get(66).unwrap().is_some());
 }
 
 /// A table whose rows carry their events' JSON (written before rows
@@ -247,7 +248,7 @@ async fn rows_that_carry_their_json_are_read_and_their_changes_trimmed() {
     assert_eq!(t.stored_ids().unwrap().len(), 200);
     let deleted = t.delete_user("1").await.unwrap();
     assert_eq!((deleted.events, deleted.undelivered), (200, 0));
-    assert!(t.ks.changes.get(150).unwrap().is_none());
+    assert!(t.ks.log.get(150).unwrap().is_none());
 }
 
 /// Once writes stop, the write buffers are flushed to table files and
@@ -328,12 +329,10 @@ async fn deleting_a_user_removes_rows_ids_and_undelivered_changes_only() {
     assert_eq!(deleted.events, 10);
     assert_eq!(deleted.undelivered, 5);
     assert_eq!(deleted.through_seq, 30);
-    // The segment was rewritten without them: no tombstones over the data
-    // left on disk.
-    let segments = t.ks.changes.all();
-    assert_eq!(segments[0].approximate_len(), 20);
-    assert_eq!(segments[0].sealed_memtable_count(), 0);
-    drop(segments);
+    // The segment was written anew without them: nothing is hidden any
+    // more, and the file holds the other users' 20.
+    assert!(t.ks.log.hidden_segments().is_empty());
+    assert_eq!(t.ks.log.read(1, 30, 100).unwrap().len(), 20);
     assert!(t.query(Query::recent("1")).await.unwrap().events.is_empty());
     assert_eq!(t.query(Query::recent("0")).await.unwrap().events.len(), 10);
     assert_eq!(t.query(Query::recent("2")).await.unwrap().events.len(), 10);
@@ -354,10 +353,10 @@ async fn deleting_a_user_removes_rows_ids_and_undelivered_changes_only() {
     assert_eq!(t.stored_ids().unwrap().len(), 21);
 }
 
-/// A table written before the change log had segments opens with its
-/// undelivered changes moved into segments.
+/// A table written when the change log was one fjall keyspace opens with
+/// its undelivered changes moved into the log's files.
 #[tokio::test]
-async fn an_unsegmented_change_log_is_moved_into_segments() {
+async fn a_change_log_kept_in_fjall_is_moved_into_files() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = fjall::Database::builder(dir.path()).open().unwrap();
