@@ -24,7 +24,7 @@ fn log_memory_budget(config: &Config, embedded: bool) {
     if embedded {
         tracing::info!(
             table_block_cache_mib = table.cache_mib,
-            // One per keyspace (rows, ids, meta, the log's newest segment);
+            // One per keyspace (rows, ids, meta: the change log is in files);
             // sealed ones wait for a flush while fjall's journals stay
             // under `journal_mib`, and all are flushed 5 s after the last
             // write.
