@@ -175,7 +175,15 @@ impl Log {
             .range(segment_of(from)..=segment_of(to))
             .map(|(_, f)| f.clone())
             .collect();
-        let hidden = self.hidden.read().unwrap_or_else(|p| p.into_inner());
+        // Copied out, so that a deletion (on the writer thread) never waits
+        // for a read's I/O.
+        let hidden: BTreeSet<u64> = self
+            .hidden
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .range(from..=to)
+            .copied()
+            .collect();
         let mut changes = Vec::new();
         for file in files {
             if changes.len() >= max {
@@ -287,7 +295,7 @@ impl Log {
     /// How many segments, and their bytes on disk.
     pub fn size(&self) -> (usize, u64) {
         let all = self.all();
-        let bytes = all.iter().filter_map(|f| f.len().ok()).sum();
+        let bytes = all.iter().filter_map(|f| f.disk_bytes().ok()).sum();
         (all.len(), bytes)
     }
 

@@ -139,9 +139,10 @@ impl SegmentFile {
         self.with_index(|index| index.last)
     }
 
-    /// Bytes on disk.
-    pub fn len(&self) -> Result<u64, Error> {
-        self.with_index(|index| index.end)
+    /// Bytes on disk (without reading the segment's index).
+    pub fn disk_bytes(&self) -> Result<u64, Error> {
+        let file = self.read_lock().file.clone();
+        Ok(file.metadata().map_err(io_error(&self.path))?.len())
     }
 
     /// Appends frames made by [`Encoder::encode`] (the writer's only).
