@@ -12,10 +12,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracklake_event::Event;
 
 use crate::keys::{decode_row, seq_from, seq_key};
-use crate::log::{HIDDEN_PREFIX, Log, POINTERS_FROM, TRIMMED};
+use crate::log::{HIDDEN_PREFIX, Log, POINTERS_FROM, TRIMMED, hidden_key};
 use crate::query::{Page, Query, scan};
 use crate::retention::{CHECKPOINT_PREFIX, Sweeper};
-use crate::writer::{Command, Encoded, Writer, hidden_key};
+use crate::writer::{Command, Encoded, Writer};
 use crate::{BoxFuture, Change, ChangeLog, Deleted, Error, PutOutcome, Table};
 
 /// The `[table]` section of the config file.

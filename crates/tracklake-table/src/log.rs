@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tracklake_event::Event;
 
-use crate::keys::Row;
+use crate::keys::{Row, seq_key};
 use crate::{Change, Error};
 use file::{SegmentFile, io_error};
 use frame::Encoder;
@@ -58,8 +58,19 @@ fn first_kept(through: u64) -> u64 {
     through / SEGMENT
 }
 
+/// The first sequence number a segment holds.
+fn first_seq(segment: u64) -> u64 {
+    segment * SEGMENT + 1
+}
+
 fn file_name(segment: u64) -> String {
-    format!("{:020}.{EXTENSION}", segment * SEGMENT + 1)
+    format!("{:020}.{EXTENSION}", first_seq(segment))
+}
+
+/// The `meta` key that keeps a deleted user's change hidden until its
+/// segment is written anew.
+pub(crate) fn hidden_key(seq: u64) -> Vec<u8> {
+    [HIDDEN_PREFIX, &seq_key(seq)].concat()
 }
 
 pub(crate) struct Log {
@@ -85,7 +96,7 @@ impl Log {
                 .filter(|e| *e == EXTENSION)
                 .and_then(|_| path.file_stem()?.to_str()?.parse::<u64>().ok());
             match first {
-                Some(first) if first % SEGMENT == 1 || SEGMENT == 1 => {
+                Some(first) if first % SEGMENT == 1 => {
                     found.insert(segment_of(first), path);
                 }
                 // A rewrite that did not finish: the segment is whole.
@@ -100,8 +111,7 @@ impl Log {
         let verify_from = found.keys().next_back().map_or(0, |s| s.saturating_sub(2));
         let mut segments = BTreeMap::new();
         for (segment, path) in found {
-            let base = segment * SEGMENT + 1;
-            let file = SegmentFile::open(path, base, segment >= verify_from)?;
+            let file = SegmentFile::open(path, first_seq(segment), segment >= verify_from)?;
             segments.insert(segment, Arc::new(file));
         }
         Ok(Log {
@@ -125,7 +135,7 @@ impl Log {
 
     /// Appends changes (in sequence order, after every change stored);
     /// returns the segments written to, for [`Log::sync`].
-    pub fn append(&self, changes: &[(u64, &[u8])]) -> Result<Vec<u64>, Error> {
+    pub fn append(&self, changes: &[(u64, impl AsRef<[u8]>)]) -> Result<Vec<u64>, Error> {
         let mut encoder = self.encoder.lock().unwrap_or_else(|p| p.into_inner());
         let mut touched = Vec::new();
         let (mut bytes, mut frames) = (Vec::new(), Vec::new());
@@ -163,7 +173,7 @@ impl Log {
             return Ok(file.clone());
         }
         let path = self.dir.join(file_name(segment));
-        let file = Arc::new(SegmentFile::create(&self.dir, path, segment * SEGMENT + 1)?);
+        let file = Arc::new(SegmentFile::create(&self.dir, path, first_seq(segment))?);
         open.insert(segment, file.clone());
         Ok(file)
     }
@@ -262,7 +272,7 @@ impl Log {
         for segment in segments {
             let hidden: BTreeSet<u64> = {
                 let all = self.hidden.read().unwrap_or_else(|p| p.into_inner());
-                let range = segment * SEGMENT + 1..=(segment + 1) * SEGMENT;
+                let range = first_seq(*segment)..first_seq(segment + 1);
                 all.range(range).copied().collect()
             };
             let file = self.read_lock().get(segment).cloned();

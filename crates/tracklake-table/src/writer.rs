@@ -19,7 +19,7 @@ use tracklake_metrics::names;
 
 use crate::embedded::{Keyspaces, trimmed_through};
 use crate::keys::{decode_row, id_key, row_key, seq_key, time_bytes, time_from_bytes, user_prefix};
-use crate::log::{HIDDEN_PREFIX, segment_of};
+use crate::log::{hidden_key, segment_of};
 use crate::{Deleted, Error, PutOutcome};
 
 pub(crate) const LAST_SEQ: &[u8] = b"last_seq";
@@ -65,12 +65,6 @@ pub(crate) struct Writer {
     pub last_seq: u64,
     /// The log's segments the group being written appended to.
     pub appended: Vec<u64>,
-}
-
-/// The `meta` key that keeps a deleted user's change hidden until its
-/// segment is written anew.
-pub(crate) fn hidden_key(seq: u64) -> Vec<u8> {
-    [HIDDEN_PREFIX, &seq_key(seq)].concat()
 }
 
 impl Writer {
@@ -250,8 +244,6 @@ impl Writer {
         if seq != self.last_seq {
             // The log first: a crash may then leave fjall behind the log
             // (rebuilt at open), never ahead of it.
-            let changes: Vec<(u64, &[u8])> =
-                changes.iter().map(|(s, j)| (*s, j.as_slice())).collect();
             self.appended = ks.log.append(&changes)?;
             batch.insert(&ks.meta, LAST_SEQ, seq_key(seq).to_vec());
             batch.commit().map_err(Error::Write)?;

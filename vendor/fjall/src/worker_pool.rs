@@ -189,7 +189,7 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
             // PATCHED (tracklake, vendor/README.md): worker 0 used to send
             // every compaction back to the channel and take the next
             // message, which was that same compaction whenever the other
-            // workers were busy: a busy loop that held a core (about 15% of
+            // workers were busy: a busy loop that held a core (about 13% of
             // the CPU of a saturating ingest on 2 cores). It now flushes
             // first when a flush is waiting, and otherwise compacts.
             if ctx.pool_size > 1 && ctx.worker_id == 0 && ctx.supervisor.flush_manager.len() > 0 {

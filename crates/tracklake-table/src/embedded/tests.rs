@@ -383,3 +383,42 @@ async fn a_change_log_kept_in_fjall_is_moved_into_files() {
     let t = open(dir.path());
     assert_eq!(t.read_changes(0, 1000).await.unwrap().len(), 100);
 }
+
+/// A deletion is durable before its segments are written anew: a rewrite
+/// the process did not get to is done at the next open.
+#[tokio::test]
+async fn an_unfinished_purge_is_done_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(dir.path());
+    t.put(
+        (0..20)
+            .map(|i| event(i % 2, &format!("e{i}"), "login", i))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    t.close().await.unwrap();
+    drop(t);
+    {
+        // What a deletion of change 3 leaves when the process dies before
+        // the rewrite: its marker, and the change still in the file.
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let meta = db
+            .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        meta.insert(crate::log::hidden_key(3), []).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let t = open(dir.path());
+    assert!(t.ks.log.hidden_segments().is_empty());
+    assert!(t.ks.meta.get(crate::log::hidden_key(3)).unwrap().is_none());
+    let left: Vec<u64> =
+        t.ks.log
+            .read(1, 20, 100)
+            .unwrap()
+            .iter()
+            .map(|c| c.seq)
+            .collect();
+    assert_eq!(left.len(), 19);
+    assert!(!left.contains(&3));
+}

@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use super::frame::{self, Encoder, HEADER, Header, Written};
+use super::frame::{self, Encoder, HEADER, Header, Placed};
 use crate::Error;
 
 pub(crate) struct SegmentFile {
@@ -146,16 +146,9 @@ impl SegmentFile {
     }
 
     /// Appends frames made by [`Encoder::encode`] (the writer's only).
-    pub fn append(&self, bytes: &[u8], frames: &[Written], last: u64) -> Result<(), Error> {
+    pub fn append(&self, bytes: &[u8], frames: &[Placed], last: u64) -> Result<(), Error> {
         let mut inner = self.write_lock();
-        if inner.index.is_none() {
-            let index = self.scan(&inner.file, false)?;
-            inner.index = Some(index);
-        }
-        let Inner { file, index } = &mut *inner;
-        let Some(index) = index else {
-            return Err(Error::Corrupt("a change-log segment without its index"));
-        };
+        let (file, index) = self.indexed(&mut inner)?;
         file.write_all_at(bytes, index.end)
             .map_err(io_error(&self.path))?;
         for frame in frames {
@@ -238,24 +231,13 @@ impl SegmentFile {
         mut keep: impl FnMut(u64) -> bool,
     ) -> Result<Vec<u64>, Error> {
         let mut inner = self.write_lock();
-        if inner.index.is_none() {
-            let index = self.scan(&inner.file, false)?;
-            inner.index = Some(index);
-        }
+        let (file, index) = self.indexed(&mut inner)?;
+        let last = index.last;
         let mut kept: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut dropped = Vec::new();
-        let offsets: Vec<u64> = inner
-            .index
-            .as_ref()
-            .map(|i| i.offsets.iter().map(|o| u64::from(*o)).collect())
-            .unwrap_or_default();
-        let end = inner.index.as_ref().map_or(0, |i| i.end);
-        for (n, offset) in offsets.iter().enumerate() {
-            let next = offsets.get(n + 1).copied().unwrap_or(end);
-            let located = Located {
-                file: inner.file.clone(),
-                offset: *offset,
-                len: next - offset,
+        for i in 0..index.offsets.len() {
+            let Some(located) = index.frame(i, file) else {
+                break;
             };
             let (header, payload) = self.read_frame(&located)?;
             let raw = frame::decode(&header, &payload)?;
@@ -271,9 +253,8 @@ impl SegmentFile {
         if dropped.is_empty() {
             return Ok(dropped);
         }
-        let changes: Vec<(u64, &[u8])> = kept.iter().map(|(s, j)| (*s, j.as_slice())).collect();
         let (mut bytes, mut frames) = (Vec::new(), Vec::new());
-        encoder.encode(&changes, &mut bytes, &mut frames)?;
+        encoder.encode(&kept, &mut bytes, &mut frames)?;
         let temporary = self.path.with_extension("rewrite");
         let file = OpenOptions::new()
             .read(true)
@@ -293,7 +274,7 @@ impl SegmentFile {
             index.push(frame.first - self.base, frame.offset as u64);
         }
         index.end = bytes.len() as u64;
-        index.last = inner.index.as_ref().map_or(0, |i| i.last);
+        index.last = last;
         *inner = Inner {
             file: Arc::new(file),
             index: Some(index),
@@ -314,13 +295,23 @@ impl SegmentFile {
             }
         }
         let mut inner = self.write_lock();
+        let (file, index) = self.indexed(&mut inner)?;
+        Ok(f(index, file))
+    }
+
+    /// The file and its index, made first if the segment was not read yet.
+    fn indexed<'a>(&self, inner: &'a mut Inner) -> Result<(&'a Arc<File>, &'a mut Index), Error> {
         if inner.index.is_none() {
-            let index = self.scan(&inner.file, false)?;
-            inner.index = Some(index);
+            inner.index = Some(self.scan(&inner.file, false)?);
         }
-        match &inner.index {
-            Some(index) => Ok(f(index, &inner.file)),
-            None => Err(Error::Corrupt("a change-log segment without its index")),
+        match inner {
+            Inner {
+                file,
+                index: Some(index),
+            } => Ok((file, index)),
+            Inner { index: None, .. } => {
+                Err(Error::Corrupt("a change-log segment without its index"))
+            }
         }
     }
 

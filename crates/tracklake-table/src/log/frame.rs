@@ -88,7 +88,7 @@ impl Header {
 
 /// A frame written: its first change and where it starts in the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Written {
+pub(crate) struct Placed {
     pub first: u64,
     pub offset: usize,
 }
@@ -112,16 +112,16 @@ impl Encoder {
     /// Appends frames holding `changes` (in sequence order) to `out`.
     pub fn encode(
         &mut self,
-        changes: &[(u64, &[u8])],
+        changes: &[(u64, impl AsRef<[u8]>)],
         out: &mut Vec<u8>,
-        frames: &mut Vec<Written>,
+        frames: &mut Vec<Placed>,
     ) -> Result<(), Error> {
         let mut start = 0;
         while start < changes.len() {
             self.raw.clear();
             let mut end = start;
             while end < changes.len() && (end == start || self.raw.len() < FRAME_RAW) {
-                let (seq, json) = changes[end];
+                let (seq, json) = (changes[end].0, changes[end].1.as_ref());
                 let len =
                     u32::try_from(json.len()).map_err(|_| Error::Corrupt("a change over 4 GiB"))?;
                 self.raw.extend_from_slice(&seq.to_le_bytes());
@@ -144,7 +144,7 @@ impl Encoder {
                 crc: 0,
             };
             header.crc = header.checksum(&self.compressed);
-            frames.push(Written {
+            frames.push(Placed {
                 first: header.first,
                 offset: out.len(),
             });
@@ -217,7 +217,7 @@ pub(crate) fn records(raw: &[u8]) -> impl Iterator<Item = Result<(u64, &[u8]), E
 mod tests {
     use super::*;
 
-    fn frames_of(changes: &[(u64, &[u8])]) -> (Vec<u8>, Vec<Written>) {
+    fn frames_of(changes: &[(u64, &[u8])]) -> (Vec<u8>, Vec<Placed>) {
         let (mut out, mut frames) = (Vec::new(), Vec::new());
         Encoder::new()
             .unwrap()

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use fjall::{Database, KeyspaceCreateOptions};
 
-use super::{Log, segment_of};
+use super::Log;
 use crate::Error;
 use crate::keys::seq_from;
 
@@ -64,9 +64,7 @@ fn append(
     chunk: &mut Vec<(u64, fjall::Slice)>,
     touched: &mut BTreeSet<u64>,
 ) -> Result<u64, Error> {
-    let changes: Vec<(u64, &[u8])> = chunk.iter().map(|(s, v)| (*s, &v[..])).collect();
-    touched.extend(changes.iter().map(|(s, _)| segment_of(*s)));
-    log.append(&changes)?;
+    touched.extend(log.append(chunk)?);
     let moved = chunk.len() as u64;
     chunk.clear();
     Ok(moved)
