@@ -21,6 +21,7 @@
 //! Trimming is logical: [`TRIMMED`] in `meta` says up to where the stream
 //! is consumed, so reads skip what every consumer has.
 
+mod dict;
 mod file;
 mod frame;
 mod migrate;
@@ -33,6 +34,7 @@ use tracklake_event::Event;
 
 use crate::keys::{Row, seq_key};
 use crate::{Change, Error};
+use dict::{Dicts, Trainer};
 use file::{SegmentFile, io_error};
 use frame::Encoder;
 pub(crate) use migrate::move_from_fjall;
@@ -80,8 +82,15 @@ pub(crate) struct Log {
     /// A deleted user's changes, hidden from reads until their segment is
     /// written anew without them.
     hidden: RwLock<BTreeSet<u64>>,
-    /// The writer's (and a rewrite's) compressor and buffers.
-    encoder: Mutex<Encoder>,
+    /// The zstd dictionaries frames are compressed with (in `dict/`).
+    dicts: Dicts,
+    /// The writer's (and a rewrite's) compressor, buffers and samples.
+    writing: Mutex<Writing>,
+}
+
+struct Writing {
+    encoder: Encoder,
+    trainer: Trainer,
 }
 
 impl Log {
@@ -118,7 +127,11 @@ impl Log {
             dir: dir.to_path_buf(),
             segments: RwLock::new(segments),
             hidden: RwLock::new(hidden),
-            encoder: Mutex::new(Encoder::new()?),
+            dicts: Dicts::open(&dir.join("dict"))?,
+            writing: Mutex::new(Writing {
+                encoder: Encoder::new()?,
+                trainer: Trainer::default(),
+            }),
         })
     }
 
@@ -136,7 +149,12 @@ impl Log {
     /// Appends changes (in sequence order, after every change stored);
     /// returns the segments written to, for [`Log::sync`].
     pub fn append(&self, changes: &[(u64, impl AsRef<[u8]>)]) -> Result<Vec<u64>, Error> {
-        let mut encoder = self.encoder.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let Writing { encoder, trainer } = &mut *writing;
+        if let Some((first, _)) = changes.first() {
+            let samples = changes.iter().map(|(seq, json)| (*seq, json.as_ref()));
+            trainer.before_append(&self.dicts, *first, samples)?;
+        }
         let mut touched = Vec::new();
         let (mut bytes, mut frames) = (Vec::new(), Vec::new());
         for run in changes.chunk_by(|a, b| segment_of(a.0) == segment_of(b.0)) {
@@ -147,7 +165,7 @@ impl Log {
             let file = self.for_write(segment)?;
             bytes.clear();
             frames.clear();
-            encoder.encode(run, &mut bytes, &mut frames)?;
+            encoder.encode(run, &self.dicts, &mut bytes, &mut frames)?;
             file.append(&bytes, &frames, last.0)?;
             touched.push(segment);
         }
@@ -199,7 +217,7 @@ impl Log {
             if changes.len() >= max {
                 break;
             }
-            file.read(from, to, |seq, json| {
+            file.read(from, to, &self.dicts, |seq, json| {
                 if !hidden.contains(&seq) {
                     changes.push(Change {
                         seq,
@@ -221,7 +239,7 @@ impl Log {
             return Ok(None);
         };
         let mut found = None;
-        file.read(seq, seq, |_, json| {
+        file.read(seq, seq, &self.dicts, |_, json| {
             found = Some(json.to_vec());
             false
         })?;
@@ -281,9 +299,11 @@ impl Log {
                 removed.extend(hidden);
                 continue;
             };
-            let mut encoder = self.encoder.lock().unwrap_or_else(|p| p.into_inner());
-            file.rewrite(&mut encoder, |seq| !hidden.contains(&seq))?;
-            drop(encoder);
+            let mut writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+            file.rewrite(&mut writing.encoder, &self.dicts, |seq| {
+                !hidden.contains(&seq)
+            })?;
+            drop(writing);
             removed.extend(hidden);
         }
         Ok(removed)
@@ -328,7 +348,7 @@ impl Log {
     /// The newest segment is always kept: where the log ends tells `recover`
     /// how far fjall may be ahead after a crash.
     fn drop_where(&self, mut drop: impl FnMut(u64) -> bool) -> Result<usize, Error> {
-        let gone: Vec<Arc<SegmentFile>> = {
+        let (gone, oldest): (Vec<Arc<SegmentFile>>, Option<u64>) = {
             let mut open = self.segments.write().unwrap_or_else(|p| p.into_inner());
             let newest = open.keys().next_back().copied();
             let gone: Vec<u64> = open
@@ -336,13 +356,17 @@ impl Log {
                 .copied()
                 .filter(|s| Some(*s) != newest && drop(*s))
                 .collect();
-            gone.iter().filter_map(|s| open.remove(s)).collect()
+            let gone = gone.iter().filter_map(|s| open.remove(s)).collect();
+            (gone, open.keys().next().copied())
         };
         for file in &gone {
             std::fs::remove_file(&file.path).map_err(io_error(&file.path))?;
         }
         if !gone.is_empty() {
             file::sync_dir(&self.dir)?;
+            if let Some(oldest) = oldest {
+                self.dicts.drop_before(first_seq(oldest))?;
+            }
         }
         Ok(gone.len())
     }

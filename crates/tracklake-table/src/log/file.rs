@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use super::dict::Dicts;
 use super::frame::{self, Encoder, HEADER, Header, Placed};
 use crate::Error;
 
@@ -171,12 +172,13 @@ impl SegmentFile {
         &self,
         from: u64,
         to: u64,
+        dicts: &Dicts,
         mut each: impl FnMut(u64, &[u8]) -> bool,
     ) -> Result<(), Error> {
         let mut at = self.locate(from)?;
         while let Some(frame) = at {
             let (header, payload) = self.read_frame(&frame)?;
-            let raw = frame::decode(&header, &payload)?;
+            let raw = frame::decode(&header, &payload, dicts)?;
             for record in frame::records(&raw) {
                 let (seq, json) = record?;
                 if seq < from {
@@ -228,6 +230,7 @@ impl SegmentFile {
     pub fn rewrite(
         &self,
         encoder: &mut Encoder,
+        dicts: &Dicts,
         mut keep: impl FnMut(u64) -> bool,
     ) -> Result<Vec<u64>, Error> {
         let mut inner = self.write_lock();
@@ -240,7 +243,7 @@ impl SegmentFile {
                 break;
             };
             let (header, payload) = self.read_frame(&located)?;
-            let raw = frame::decode(&header, &payload)?;
+            let raw = frame::decode(&header, &payload, dicts)?;
             for record in frame::records(&raw) {
                 let (seq, json) = record?;
                 if keep(seq) {
@@ -254,7 +257,7 @@ impl SegmentFile {
             return Ok(dropped);
         }
         let (mut bytes, mut frames) = (Vec::new(), Vec::new());
-        encoder.encode(&kept, &mut bytes, &mut frames)?;
+        encoder.encode(&kept, dicts, &mut bytes, &mut frames)?;
         let temporary = self.path.with_extension("rewrite");
         let file = OpenOptions::new()
             .read(true)

@@ -8,9 +8,13 @@
 //!   and the payload;
 //! - payload: zstd of the records, each `seq(8) length(4) json`.
 //!
-//! A frame holds about [`FRAME_RAW`] bytes of JSON: reading one change
-//! decompresses one frame.
+//! A frame holds about [`FRAME_RAW`] bytes of JSON, or [`FRAME_RAW_DICT`]
+//! when compressed with a dictionary (`dict.rs`; zstd names it in the
+//! payload): reading one change decompresses one frame.
 
+use zstd::zstd_safe::{CCtx, DCtx, get_dict_id_from_frame};
+
+use super::dict::Dicts;
 use crate::Error;
 
 pub(crate) const HEADER: usize = 36;
@@ -18,9 +22,11 @@ const MAGIC: &[u8; 4] = b"TLF1";
 /// Raw bytes a frame holds at most (a single larger change gets a frame
 /// of its own).
 pub(crate) const FRAME_RAW: usize = 16 * 1024;
-/// zstd's fastest level: about 4× on seed-like events, at a few hundred
-/// MB/s on the writer thread.
-const LEVEL: i32 = 1;
+/// The same with a dictionary: 8 KiB frames of seed-like events compress
+/// 7.8× with one, against 5.9× for 16 KiB frames without.
+pub(crate) const FRAME_RAW_DICT: usize = 8 * 1024;
+/// zstd's fastest level: a few hundred MB/s on the writer thread.
+pub(crate) const LEVEL: i32 = 1;
 const RECORD: usize = 12;
 
 /// A frame's header, as read.
@@ -93,9 +99,9 @@ pub(crate) struct Placed {
     pub offset: usize,
 }
 
-/// Makes frames; holds the compressor between calls.
+/// Makes frames; holds the compression context between calls.
 pub(crate) struct Encoder {
-    compressor: zstd::bulk::Compressor<'static>,
+    context: CCtx<'static>,
     raw: Vec<u8>,
     compressed: Vec<u8>,
 }
@@ -103,24 +109,36 @@ pub(crate) struct Encoder {
 impl Encoder {
     pub fn new() -> Result<Encoder, Error> {
         Ok(Encoder {
-            compressor: zstd::bulk::Compressor::new(LEVEL).map_err(Error::Compress)?,
+            context: CCtx::try_create()
+                .ok_or_else(|| Error::Compress(std::io::Error::other("no zstd context")))?,
             raw: Vec::with_capacity(FRAME_RAW * 2),
             compressed: Vec::new(),
         })
     }
 
-    /// Appends frames holding `changes` (in sequence order) to `out`.
+    /// Appends frames holding `changes` (in sequence order) to `out`, each
+    /// compressed with the dictionary its changes are due (`dicts`).
     pub fn encode(
         &mut self,
         changes: &[(u64, impl AsRef<[u8]>)],
+        dicts: &Dicts,
         out: &mut Vec<u8>,
         frames: &mut Vec<Placed>,
     ) -> Result<(), Error> {
         let mut start = 0;
         while start < changes.len() {
             self.raw.clear();
+            let (dict, next_dict) = dicts.for_seq(changes[start].0);
+            let limit = if dict.is_some() {
+                FRAME_RAW_DICT
+            } else {
+                FRAME_RAW
+            };
             let mut end = start;
-            while end < changes.len() && (end == start || self.raw.len() < FRAME_RAW) {
+            while end < changes.len()
+                && (end == start
+                    || (self.raw.len() < limit && next_dict.is_none_or(|n| changes[end].0 < n)))
+            {
                 let (seq, json) = (changes[end].0, changes[end].1.as_ref());
                 let len =
                     u32::try_from(json.len()).map_err(|_| Error::Corrupt("a change over 4 GiB"))?;
@@ -132,9 +150,17 @@ impl Encoder {
             let bound = zstd::zstd_safe::compress_bound(self.raw.len());
             self.compressed.clear();
             self.compressed.reserve(bound);
-            self.compressor
-                .compress_to_buffer(&self.raw, &mut self.compressed)
-                .map_err(Error::Compress)?;
+            let written = match &dict {
+                Some(dict) => self.context.compress_using_cdict(
+                    &mut self.compressed,
+                    &self.raw,
+                    dict.compression(),
+                ),
+                None => self
+                    .context
+                    .compress(&mut self.compressed, &self.raw, LEVEL),
+            };
+            written.map_err(zstd_error)?;
             let mut header = Header {
                 payload: self.compressed.len() as u32,
                 raw: self.raw.len() as u32,
@@ -156,28 +182,42 @@ impl Encoder {
     }
 }
 
+fn zstd_error(code: usize) -> Error {
+    Error::Compress(std::io::Error::other(zstd::zstd_safe::get_error_name(code)))
+}
+
 /// The records of a frame's payload, decompressed.
-pub(crate) fn decode(header: &Header, payload: &[u8]) -> Result<Vec<u8>, Error> {
+pub(crate) fn decode(header: &Header, payload: &[u8], dicts: &Dicts) -> Result<Vec<u8>, Error> {
     if !header.verifies(payload) {
         return Err(Error::Corrupt("a change-log frame that fails its checksum"));
     }
+    let dict = match get_dict_id_from_frame(payload) {
+        None => None,
+        Some(id) => Some(dicts.by_id(id.get()).ok_or(Error::Corrupt(
+            "a change-log frame whose dictionary is missing",
+        ))?),
+    };
     thread_local! {
         // A decompression context per thread, not per frame (making one
         // was 1% of the CPU time of ingest, in delivery's reads).
-        static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        static CONTEXT: std::cell::RefCell<Option<DCtx<'static>>> =
             const { std::cell::RefCell::new(None) };
     }
-    let raw = DECOMPRESSOR
-        .with_borrow_mut(|decompressor| {
-            if decompressor.is_none() {
-                *decompressor = Some(zstd::bulk::Decompressor::new()?);
-            }
-            match decompressor {
-                Some(d) => d.decompress(payload, header.raw as usize),
-                None => Err(std::io::Error::other("no zstd decompressor")),
-            }
-        })
-        .map_err(Error::Compress)?;
+    let mut raw = Vec::with_capacity(header.raw as usize);
+    CONTEXT.with_borrow_mut(|context| {
+        let context = match context {
+            Some(context) => context,
+            None => context.insert(
+                DCtx::try_create()
+                    .ok_or_else(|| Error::Compress(std::io::Error::other("no zstd context")))?,
+            ),
+        };
+        match &dict {
+            Some(dict) => context.decompress_using_ddict(&mut raw, payload, dict.decompression()),
+            None => context.decompress(&mut raw, payload),
+        }
+        .map_err(zstd_error)
+    })?;
     if raw.len() != header.raw as usize {
         return Err(Error::Corrupt(
             "a change-log frame shorter than its header says",
@@ -217,11 +257,18 @@ pub(crate) fn records(raw: &[u8]) -> impl Iterator<Item = Result<(u64, &[u8]), E
 mod tests {
     use super::*;
 
+    /// A log's dictionaries, none yet.
+    fn no_dicts() -> (tempfile::TempDir, Dicts) {
+        let dir = tempfile::tempdir().unwrap();
+        let dicts = Dicts::open(dir.path()).unwrap();
+        (dir, dicts)
+    }
+
     fn frames_of(changes: &[(u64, &[u8])]) -> (Vec<u8>, Vec<Placed>) {
         let (mut out, mut frames) = (Vec::new(), Vec::new());
         Encoder::new()
             .unwrap()
-            .encode(changes, &mut out, &mut frames)
+            .encode(changes, &no_dicts().1, &mut out, &mut frames)
             .unwrap();
         (out, frames)
     }
@@ -242,7 +289,7 @@ mod tests {
         for frame in &frames {
             let header = header_at(&out, frame.offset);
             let payload = &out[frame.offset + HEADER..][..header.payload as usize];
-            let raw = decode(&header, payload).unwrap();
+            let raw = decode(&header, payload, &no_dicts().1).unwrap();
             for record in records(&raw) {
                 let (seq, json) = record.unwrap();
                 read.push((seq, json.to_vec()));
@@ -259,7 +306,7 @@ mod tests {
         let last = out.len() - 1;
         out[last] ^= 1;
         assert!(matches!(
-            decode(&header, &out[HEADER..]),
+            decode(&header, &out[HEADER..], &no_dicts().1),
             Err(Error::Corrupt(_))
         ));
         assert!(Header::parse(&[0u8; HEADER]).is_none());

@@ -63,7 +63,12 @@ fn a_torn_write_is_cut_off_at_open() {
     let big: Vec<u8> = (0..3000).map(|i| (i % 251) as u8).collect();
     Encoder::new()
         .unwrap()
-        .encode(&[(41, big.as_slice())], &mut torn, &mut frames)
+        .encode(
+            &[(41, big.as_slice())],
+            &log_dicts(&dir),
+            &mut torn,
+            &mut frames,
+        )
         .unwrap();
     bytes.extend_from_slice(&torn[..torn.len() / 2]);
     std::fs::write(&path, &bytes).unwrap();
@@ -88,9 +93,9 @@ fn hidden_changes_are_not_read_and_a_purge_takes_them_off_the_disk() {
     assert_eq!(log.hidden_segments(), [0, 1]);
     let on_disk = |seq: u64| {
         let marker = format!("event-{seq}\"");
-        std::fs::read_dir(dir.path()).unwrap().any(|f| {
-            let bytes = std::fs::read(f.unwrap().path()).unwrap();
-            let raw = decode_all(&bytes);
+        segment_files(dir.path()).any(|path| {
+            let bytes = std::fs::read(path).unwrap();
+            let raw = decode_all(&bytes, &log.dicts);
             raw.windows(marker.len()).any(|w| w == marker.as_bytes())
         })
     };
@@ -108,15 +113,24 @@ fn hidden_changes_are_not_read_and_a_purge_takes_them_off_the_disk() {
     assert_eq!(log.read(1, 200, 1000).unwrap().len(), 108);
 }
 
+fn log_dicts(dir: &tempfile::TempDir) -> Dicts {
+    Dicts::open(&dir.path().join("dict")).unwrap()
+}
+
+fn segment_files(dir: &Path) -> impl Iterator<Item = PathBuf> {
+    let files = std::fs::read_dir(dir).unwrap().map(|f| f.unwrap().path());
+    files.filter(|p| p.extension().is_some_and(|e| e == EXTENSION))
+}
+
 /// Every frame of a segment file, decompressed and concatenated.
-fn decode_all(bytes: &[u8]) -> Vec<u8> {
+fn decode_all(bytes: &[u8], dicts: &Dicts) -> Vec<u8> {
     let mut raw = Vec::new();
     let mut at = 0;
     while at + frame::HEADER <= bytes.len() {
         let header =
             frame::Header::parse(bytes[at..at + frame::HEADER].try_into().unwrap()).unwrap();
         let payload = &bytes[at + frame::HEADER..at + header.len() as usize];
-        raw.extend(frame::decode(&header, payload).unwrap());
+        raw.extend(frame::decode(&header, payload, dicts).unwrap());
         at += header.len() as usize;
     }
     raw
@@ -130,4 +144,142 @@ fn the_newest_segment_is_never_dropped() {
     assert_eq!(log.drop_through(3 * SEGMENT).unwrap(), 2);
     assert_eq!(log.size().0, 1);
     assert_eq!(log.last_seq().unwrap(), 3 * SEGMENT);
+}
+
+/// A seed-like event: the keys, agents and shapes real events repeat,
+/// with the ids, users, times and properties that vary.
+fn event_json(seq: u64) -> Vec<u8> {
+    let r = seq
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        >> 16;
+    let (kind, agent) = match r % 3 {
+        0 => (
+            "login",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        ),
+        1 => (
+            "material-view",
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_7_1) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+        ),
+        _ => (
+            "material-view",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
+        ),
+    };
+    format!(
+        r#"{{"event_id":"01a2394d-{:04x}-771b-942d-{:012x}","user_id":{},"event_type":"{kind}","event_at":"2026-11-25T15:{:02}:{:02}.836Z","user_agent":"{agent}","ip_address":"135.{}.{}.1","properties":{{"material_id":{},"seq":{seq}}}}}"#,
+        r % 65536,
+        r,
+        r % 1000,
+        r % 60,
+        (r >> 8) % 60,
+        r % 250,
+        (r >> 4) % 250,
+        r % 500,
+    )
+    .into_bytes()
+}
+
+fn append_events(log: &Log, seqs: std::ops::RangeInclusive<u64>) {
+    let changes: Vec<(u64, Vec<u8>)> = seqs.map(|s| (s, event_json(s))).collect();
+    for group in changes.chunks(50) {
+        let touched: BTreeSet<u64> = log.append(group).unwrap().into_iter().collect();
+        log.sync(&touched).unwrap();
+    }
+}
+
+/// The zstd dictionary id a segment's frames name, frame by frame.
+fn frame_dicts(path: &Path) -> Vec<Option<u32>> {
+    let bytes = std::fs::read(path).unwrap();
+    let (mut ids, mut at) = (Vec::new(), 0);
+    while at + frame::HEADER <= bytes.len() {
+        let header =
+            frame::Header::parse(bytes[at..at + frame::HEADER].try_into().unwrap()).unwrap();
+        let payload = &bytes[at + frame::HEADER..at + header.len() as usize];
+        ids.push(zstd::zstd_safe::get_dict_id_from_frame(payload).map(|id| id.get()));
+        at += header.len() as usize;
+    }
+    ids
+}
+
+#[test]
+fn a_dictionary_trained_on_the_events_compresses_later_frames_and_goes_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), BTreeSet::new()).unwrap();
+    // The first dictionary is trained from the first 150 changes and used
+    // from the next group on.
+    append_events(&log, 1..=4 * SEGMENT);
+    assert_eq!(log.dicts.len(), 1);
+    let first = log.dicts.newest_first().unwrap();
+    assert_eq!(first, 151);
+    let id = log.dicts.for_seq(first).0.unwrap().id;
+    assert!(
+        frame_dicts(&dir.path().join(file_name(0)))
+            .iter()
+            .all(Option::is_none)
+    );
+    assert!(
+        frame_dicts(&dir.path().join(file_name(3)))
+            .iter()
+            .all(|d| *d == Some(id))
+    );
+    let size = |segment| {
+        std::fs::metadata(dir.path().join(file_name(segment)))
+            .unwrap()
+            .len()
+    };
+    // Smaller, though its frames hold half as much.
+    assert!(
+        size(3) < size(0),
+        "with the dictionary {} bytes, without {}",
+        size(3),
+        size(0)
+    );
+
+    // Reads, a purge and a reopen all go through it.
+    log.hide([200]);
+    log.purge(&[segment_of(200)]).unwrap();
+    log.forget_hidden(&[200]);
+    drop(log);
+    let log = Log::open(dir.path(), BTreeSet::new()).unwrap();
+    let all = log.read(1, 4 * SEGMENT, usize::MAX).unwrap();
+    assert_eq!(all.len() as u64, 4 * SEGMENT - 1);
+    assert!(all.iter().all(|c| c.json == event_json(c.seq)));
+    assert_eq!(log.get(250).unwrap(), Some(event_json(250)));
+
+    // A new one every RETRAIN changes; the first goes once no kept change
+    // is older than its successor.
+    append_events(&log, 4 * SEGMENT + 1..=1500);
+    assert_eq!(log.dicts.len(), 2);
+    let second = log.dicts.newest_first().unwrap();
+    // The segment where the second starts holds changes of the first.
+    let its_segment = segment_of(second);
+    log.drop_through(first_seq(its_segment) - 1).unwrap();
+    assert_eq!(log.dicts.len(), 2);
+    log.drop_through(first_seq(its_segment + 1) - 1).unwrap();
+    assert_eq!(log.dicts.len(), 1);
+    let kept = std::fs::read_dir(dir.path().join("dict")).unwrap().count();
+    assert_eq!(kept, 1);
+    let from = first_seq(its_segment + 1);
+    let tail = log.read(from, 1500, usize::MAX).unwrap();
+    assert_eq!(tail.len() as u64, 1500 - from + 1);
+    drop(log);
+    let log = Log::open(dir.path(), BTreeSet::new()).unwrap();
+    assert_eq!(log.get(1500).unwrap(), Some(event_json(1500)));
+}
+
+#[test]
+fn a_frame_whose_dictionary_is_missing_is_an_error_not_a_guess() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), BTreeSet::new()).unwrap();
+        append_events(&log, 1..=300);
+    }
+    for file in std::fs::read_dir(dir.path().join("dict")).unwrap() {
+        std::fs::remove_file(file.unwrap().path()).unwrap();
+    }
+    let log = Log::open(dir.path(), BTreeSet::new()).unwrap();
+    assert_eq!(log.get(10).unwrap(), Some(event_json(10)));
+    assert!(matches!(log.get(290), Err(Error::Corrupt(_))));
 }
