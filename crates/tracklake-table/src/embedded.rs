@@ -279,6 +279,7 @@ impl Table for EmbeddedTable {
             "changes": {
                 "segments": segments,
                 "disk_bytes": log_bytes,
+                "dictionaries": ks.log.dictionaries(),
             },
         })
     }

@@ -329,6 +329,11 @@ impl Log {
         (all.len(), bytes)
     }
 
+    /// How many zstd dictionaries the log's frames use.
+    pub fn dictionaries(&self) -> usize {
+        self.dicts.len()
+    }
+
     /// Drops the segments whose changes are all `<= through`: only for
     /// changes that no row points at.
     pub fn drop_through(&self, through: u64) -> Result<usize, Error> {

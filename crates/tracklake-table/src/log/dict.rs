@@ -188,6 +188,52 @@ fn prepare(bytes: Vec<u8>) -> Option<Dict> {
     })
 }
 
+/// The fields whose values name a person or a device: masked in samples,
+/// so that no dictionary holds them (a deleted user's id or address must
+/// not outlive the deletion in a dictionary file).
+const IDENTIFIERS: [&[u8]; 4] = [
+    b"\"user_id\":",
+    b"\"anonymous_id\":",
+    b"\"ip_address\":",
+    b"\"event_id\":",
+];
+
+/// Overwrites the values of [`IDENTIFIERS`] in a sample of an event's
+/// compact JSON with `0`s (the quotes of a string stay).
+fn mask_identifiers(json: &mut [u8]) {
+    for key in IDENTIFIERS {
+        let mut from = 0;
+        while let Some(at) = find(&json[from..], key) {
+            let mut i = from + at + key.len();
+            let quoted = json.get(i) == Some(&b'"');
+            if quoted {
+                i += 1;
+            }
+            while let Some(b) = json.get(i).copied() {
+                let end = if quoted {
+                    b == b'"'
+                } else {
+                    matches!(b, b',' | b'}' | b']')
+                };
+                if end {
+                    break;
+                }
+                // An escaped quote inside a string is masked with it.
+                let skip = usize::from(quoted && b == b'\\');
+                for byte in json.iter_mut().skip(i).take(1 + skip) {
+                    *byte = b'0';
+                }
+                i += 1 + skip;
+            }
+            from = i;
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 /// Samples the writer's changes and trains dictionaries from them.
 #[derive(Default)]
 pub(crate) struct Trainer {
@@ -235,7 +281,9 @@ impl Trainer {
         for (seq, json) in changes {
             if seq % STRIDE == 0 && self.sizes.len() < SAMPLES {
                 let sample = &json[..json.len().min(SAMPLE_MAX)];
+                let start = self.samples.len();
                 self.samples.extend_from_slice(sample);
+                mask_identifiers(&mut self.samples[start..]);
                 self.sizes.push(sample.len());
             }
         }
@@ -260,5 +308,24 @@ impl Trainer {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_keep_no_identifier_of_a_person() {
+        let mut json = br#"{"event_id":"abc","user_id":42,"x":"y","ip_address":"1.2.3.4","properties":{"user_id":"a\"b","n":1}}"#.to_vec();
+        mask_identifiers(&mut json);
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            r#"{"event_id":"000","user_id":00,"x":"y","ip_address":"0000000","properties":{"user_id":"0000","n":1}}"#
+        );
+        // A sample cut inside a value.
+        let mut cut = br#"{"user_id":"abc"#.to_vec();
+        mask_identifiers(&mut cut);
+        assert_eq!(cut, br#"{"user_id":"000"#);
     }
 }

@@ -146,6 +146,14 @@ fn the_newest_segment_is_never_dropped() {
     assert_eq!(log.last_seq().unwrap(), 3 * SEGMENT);
 }
 
+const TITLES: [&str; 5] = [
+    "ad est impedit qui",
+    "voluptatem sequi nesciunt",
+    "quia dolor sit amet consectetur",
+    "ut enim ad minima veniam",
+    "neque porro quisquam est",
+];
+
 /// A seed-like event: the keys, agents and shapes real events repeat,
 /// with the ids, users, times and properties that vary.
 fn event_json(seq: u64) -> Vec<u8> {
@@ -168,15 +176,17 @@ fn event_json(seq: u64) -> Vec<u8> {
         ),
     };
     format!(
-        r#"{{"event_id":"01a2394d-{:04x}-771b-942d-{:012x}","user_id":{},"event_type":"{kind}","event_at":"2026-11-25T15:{:02}:{:02}.836Z","user_agent":"{agent}","ip_address":"135.{}.{}.1","properties":{{"material_id":{},"seq":{seq}}}}}"#,
+        r#"{{"event_id":"01a2394d-{:04x}-771b-942d-{:012x}","user_id":{},"event_type":"{kind}","event_at":"2026-11-25T15:{:02}:{:02}.836Z","user_agent":"{agent}","received_at":"2026-12-03T00:29:{:02}.905337Z","ip_address":"135.{}.{}.1","properties":{{"material_id":{},"title":"{}","seq":{seq}}},"device":{{"type":"desktop","os":"Windows","os_version":"10","browser":"Chrome","browser_version":"131.0","is_bot":false}}}}"#,
         r % 65536,
         r,
         r % 1000,
         r % 60,
         (r >> 8) % 60,
+        (r >> 12) % 60,
         r % 250,
         (r >> 4) % 250,
         r % 500,
+        TITLES[(r % 5) as usize],
     )
     .into_bytes()
 }
@@ -219,6 +229,12 @@ fn a_dictionary_trained_on_the_events_compresses_later_frames_and_goes_with_them
             .iter()
             .all(Option::is_none)
     );
+    // No user id or address of the samples is in the dictionary.
+    let dict_file = dir.path().join("dict").join(format!("{first:020}.zdict"));
+    let held = std::fs::read(dict_file).unwrap();
+    for identifier in [&br#""user_id":1"#[..], br#""ip_address":"135"#] {
+        assert!(!held.windows(identifier.len()).any(|w| w == identifier));
+    }
     assert!(
         frame_dicts(&dir.path().join(file_name(3)))
             .iter()
