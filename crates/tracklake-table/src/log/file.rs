@@ -96,22 +96,20 @@ impl SegmentFile {
     fn scan(&self, file: &File, verify: bool) -> Result<Index, Error> {
         let size = file.metadata().map_err(io_error(&self.path))?.len();
         let mut index = Index::default();
-        let mut payload = Vec::new();
+        // Read in large chunks: a read per header made the first read of a
+        // segment take milliseconds (thousands of frames).
+        let mut window = Window::default();
         while index.end + HEADER as u64 <= size {
-            let mut bytes = [0u8; HEADER];
-            file.read_exact_at(&mut bytes, index.end)
-                .map_err(io_error(&self.path))?;
-            let Some(header) = Header::parse(&bytes) else {
+            let bytes = window.get(file, index.end, HEADER as u64, size, &self.path)?;
+            let Some(header) = bytes.first_chunk::<HEADER>().and_then(Header::parse) else {
                 break;
             };
             if index.end + header.len() > size || header.first < self.base {
                 break;
             }
             if verify {
-                payload.resize(header.payload as usize, 0);
-                file.read_exact_at(&mut payload, index.end + HEADER as u64)
-                    .map_err(io_error(&self.path))?;
-                if !header.verifies(&payload) {
+                let frame = window.get(file, index.end, header.len(), size, &self.path)?;
+                if !header.verifies(&frame[HEADER..]) {
                     break;
                 }
             }
@@ -324,6 +322,39 @@ impl SegmentFile {
 
     fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A stretch of a file read at once, for scanning it from the start.
+#[derive(Default)]
+struct Window {
+    at: u64,
+    bytes: Vec<u8>,
+}
+
+impl Window {
+    const CHUNK: u64 = 1 << 20;
+
+    /// `len` bytes at `offset` (within `size`), read with what follows
+    /// unless the window holds them already.
+    fn get(
+        &mut self,
+        file: &File,
+        offset: u64,
+        len: u64,
+        size: u64,
+        path: &Path,
+    ) -> Result<&[u8], Error> {
+        let held = offset >= self.at && offset + len <= self.at + self.bytes.len() as u64;
+        if !held {
+            let read = len.max(Self::CHUNK).min(size - offset);
+            self.bytes.resize(read as usize, 0);
+            file.read_exact_at(&mut self.bytes, offset)
+                .map_err(io_error(path))?;
+            self.at = offset;
+        }
+        let start = (offset - self.at) as usize;
+        Ok(&self.bytes[start..start + len as usize])
     }
 }
 
