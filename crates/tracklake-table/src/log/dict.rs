@@ -252,23 +252,21 @@ impl Trainer {
         first: u64,
         changes: impl Iterator<Item = (u64, &'a [u8])>,
     ) -> Result<(), Error> {
-        if self.training.as_ref().is_some_and(|t| t.is_finished()) {
-            if let Some(done) = self.training.take() {
-                match done.join() {
-                    Ok(Ok(bytes)) => {
-                        if let Some(dict) = dicts.install(bytes, first)? {
-                            tracing::info!(
-                                id = dict.id,
-                                first,
-                                "the change log compresses with a new dictionary"
-                            );
-                        }
+        if let Some(done) = self.training.take_if(|t| t.is_finished()) {
+            match done.join() {
+                Ok(Ok(bytes)) => {
+                    if let Some(dict) = dicts.install(bytes, first)? {
+                        tracing::info!(
+                            id = dict.id,
+                            first,
+                            "the change log compresses with a new dictionary"
+                        );
                     }
-                    Ok(Err(error)) => {
-                        tracing::warn!(%error, "training a change-log dictionary failed; frames stay without one");
-                    }
-                    Err(_) => tracing::warn!("training a change-log dictionary panicked"),
                 }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "training a change-log dictionary failed; frames stay without one");
+                }
+                Err(_) => tracing::warn!("training a change-log dictionary panicked"),
             }
         }
         let due = self.training.is_none()
@@ -279,7 +277,7 @@ impl Trainer {
             return Ok(());
         }
         for (seq, json) in changes {
-            if seq % STRIDE == 0 && self.sizes.len() < SAMPLES {
+            if seq.is_multiple_of(STRIDE) && self.sizes.len() < SAMPLES {
                 let sample = &json[..json.len().min(SAMPLE_MAX)];
                 let start = self.samples.len();
                 self.samples.extend_from_slice(sample);
