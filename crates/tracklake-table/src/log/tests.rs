@@ -122,18 +122,27 @@ fn segment_files(dir: &Path) -> impl Iterator<Item = PathBuf> {
     files.filter(|p| p.extension().is_some_and(|e| e == EXTENSION))
 }
 
-/// Every frame of a segment file, decompressed and concatenated.
-fn decode_all(bytes: &[u8], dicts: &Dicts) -> Vec<u8> {
-    let mut raw = Vec::new();
-    let mut at = 0;
+/// The header and payload of every frame of a segment file.
+fn frames_in(bytes: &[u8]) -> Vec<(frame::Header, &[u8])> {
+    let (mut frames, mut at) = (Vec::new(), 0);
     while at + frame::HEADER <= bytes.len() {
         let header =
             frame::Header::parse(bytes[at..at + frame::HEADER].try_into().unwrap()).unwrap();
-        let payload = &bytes[at + frame::HEADER..at + header.len() as usize];
-        raw.extend(frame::decode(&header, payload, dicts).unwrap());
+        frames.push((
+            header,
+            &bytes[at + frame::HEADER..at + header.len() as usize],
+        ));
         at += header.len() as usize;
     }
-    raw
+    frames
+}
+
+/// Every frame of a segment file, decompressed and concatenated.
+fn decode_all(bytes: &[u8], dicts: &Dicts) -> Vec<u8> {
+    let frames = frames_in(bytes).into_iter();
+    frames
+        .flat_map(|(header, payload)| frame::decode(&header, payload, dicts).unwrap())
+        .collect()
 }
 
 #[test]
@@ -202,15 +211,10 @@ fn append_events(log: &Log, seqs: std::ops::RangeInclusive<u64>) {
 /// The zstd dictionary id a segment's frames name, frame by frame.
 fn frame_dicts(path: &Path) -> Vec<Option<u32>> {
     let bytes = std::fs::read(path).unwrap();
-    let (mut ids, mut at) = (Vec::new(), 0);
-    while at + frame::HEADER <= bytes.len() {
-        let header =
-            frame::Header::parse(bytes[at..at + frame::HEADER].try_into().unwrap()).unwrap();
-        let payload = &bytes[at + frame::HEADER..at + header.len() as usize];
-        ids.push(zstd::zstd_safe::get_dict_id_from_frame(payload).map(|id| id.get()));
-        at += header.len() as usize;
-    }
-    ids
+    let frames = frames_in(&bytes).into_iter();
+    frames
+        .map(|(_, payload)| zstd::zstd_safe::get_dict_id_from_frame(payload).map(|id| id.get()))
+        .collect()
 }
 
 #[test]
