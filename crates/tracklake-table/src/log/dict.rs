@@ -4,8 +4,8 @@
 //! Seed-like events share most of their bytes with each other (keys,
 //! user agents, event types), and a dictionary holds those once: with one,
 //! frames of [`super::frame::FRAME_RAW_DICT`] compress better than frames
-//! four times the size without, and reading one change decompresses a
-//! quarter of the bytes.
+//! twice the size without, and reading one change decompresses half the
+//! bytes.
 //!
 //! Each dictionary is a file `dict/<first seq>.zdict`, written and synced
 //! before any frame uses it. The change with sequence number `s` is
@@ -14,7 +14,8 @@
 //! writes into it, so reading needs no rule. A dictionary goes once the
 //! next one's first seq is at or before the oldest change kept.
 //!
-//! The writer samples every [`STRIDE`]th change until it holds
+//! The writer samples every [`STRIDE`]th change (identifiers masked:
+//! [`IDENTIFIERS`]) until it holds
 //! [`SAMPLES`], then trains on a thread of its own (about 0.15 s); the next
 //! group after training uses the new dictionary. The first is trained
 //! after a segment's worth of changes, and a new one every [`RETRAIN`]
