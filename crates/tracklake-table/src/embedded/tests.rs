@@ -21,6 +21,13 @@ pub(crate) fn event(user: i64, id: &str, kind: &str, minute: i64) -> Event {
     }
 }
 
+/// `n` logins, `e0`, `e1`, …, dealt to `users` users, a minute apart.
+fn logins(n: i64, users: i64) -> Vec<Event> {
+    (0..n)
+        .map(|i| event(i % users, &format!("e{i}"), "login", i))
+        .collect()
+}
+
 pub(crate) fn open(dir: &Path) -> EmbeddedTable {
     EmbeddedTable::open(dir, &TableConfig::default()).unwrap()
 }
@@ -84,13 +91,7 @@ async fn everything_survives_a_reopen() {
 async fn change_stream_reads_in_batches_and_trims() {
     let dir = tempfile::tempdir().unwrap();
     let t = open(dir.path());
-    t.put(
-        (0..250)
-            .map(|i| event(i % 7, &format!("e{i}"), "login", i))
-            .collect(),
-    )
-    .await
-    .unwrap();
+    t.put(logins(250, 7)).await.unwrap();
     let first = t.read_changes(0, 100).await.unwrap();
     assert_eq!(first.len(), 100);
     assert_eq!((first[0].seq, first[99].seq), (1, 100));
@@ -257,10 +258,7 @@ async fn rows_that_carry_their_json_are_read_and_their_changes_trimmed() {
 async fn idle_write_buffers_are_flushed() {
     let dir = tempfile::tempdir().unwrap();
     let table = open(dir.path());
-    let events = (0..200)
-        .map(|i| event(i % 7, &format!("e{i}"), "login", i))
-        .collect();
-    table.put(events).await.unwrap();
+    table.put(logins(200, 7)).await.unwrap();
     let buffered = || table.ks.db.write_buffer_size();
     assert!(buffered() > 0);
     let deadline = std::time::Instant::now() + crate::writer::IDLE_FLUSH * 50;
@@ -317,13 +315,7 @@ async fn concurrent_writers_share_commits_and_lose_nothing() {
 async fn deleting_a_user_removes_rows_ids_and_undelivered_changes_only() {
     let dir = tempfile::tempdir().unwrap();
     let t = open(dir.path());
-    t.put(
-        (0..30)
-            .map(|i| event(i % 3, &format!("e{i}"), "login", i))
-            .collect(),
-    )
-    .await
-    .unwrap();
+    t.put(logins(30, 3)).await.unwrap();
     t.trim_changes(15).await.unwrap(); // half delivered
     let deleted = t.delete_user("1").await.unwrap();
     assert_eq!(deleted.events, 10);
@@ -390,13 +382,7 @@ async fn a_change_log_kept_in_fjall_is_moved_into_files() {
 async fn an_unfinished_purge_is_done_at_the_next_open() {
     let dir = tempfile::tempdir().unwrap();
     let t = open(dir.path());
-    t.put(
-        (0..20)
-            .map(|i| event(i % 2, &format!("e{i}"), "login", i))
-            .collect(),
-    )
-    .await
-    .unwrap();
+    t.put(logins(20, 2)).await.unwrap();
     t.close().await.unwrap();
     drop(t);
     {
