@@ -79,8 +79,8 @@ pub struct AlarmRule {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlarmsConfig {
-    /// The three built-in rules (delivery failing, delivery lagging,
-    /// rejected events spiking).
+    /// The four built-in rules (delivery failing, delivery lagging,
+    /// rejected events spiking, users flagged for abnormal behaviour).
     pub defaults: bool,
     pub rules: Vec<AlarmRule>,
     /// Every transition is POSTed here as JSON.
@@ -139,6 +139,15 @@ fn default_rules() -> Vec<AlarmRule> {
             1,
             MissingData::NotBreaching,
             "more than 1000 events rejected in a minute",
+        ),
+        rule(
+            "abnormal_users",
+            names::FLAGGED_USERS,
+            Statistic::Maximum,
+            0.0,
+            1,
+            MissingData::NotBreaching,
+            "the abnormal-behaviour check flagged users (GET /v1/reports/abnormal lists them)",
         ),
     ]
 }

@@ -26,9 +26,10 @@ pub const HTTP_CONNECTIONS_REFUSED: &str = "tracklake_http_connections_refused_t
 pub const HTTP_CONNECTIONS_OPEN: &str = "tracklake_http_connections_open";
 pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
 pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
+pub const FLAGGED_USERS: &str = "tracklake_flagged_users";
 
 /// Every name above, for checks that dashboards use real metrics.
-pub const ALL: [&str; 24] = [
+pub const ALL: [&str; 25] = [
     EVENTS_RECEIVED,
     EVENTS_STORED,
     EVENTS_DUPLICATE,
@@ -53,6 +54,7 @@ pub const ALL: [&str; 24] = [
     HTTP_CONNECTIONS_OPEN,
     PROCESS_RSS,
     PROCESS_CPU,
+    FLAGGED_USERS,
 ];
 
 pub fn describe() {
@@ -107,6 +109,11 @@ pub fn describe() {
         DELIVERY_FAILED_PUTS,
         Unit::Count,
         "Failed lake file uploads (the article's failed_put_count)"
+    );
+    describe_gauge!(
+        FLAGGED_USERS,
+        Unit::Count,
+        "Users the last abnormal-behaviour check flagged, by kind (account_sharing, scraping)"
     );
     describe_gauge!(
         DELIVERY_LAG_EVENTS,

@@ -5,6 +5,7 @@
 //! CREATE TABLE AS, …) are refused before planning; Athena's DDL only
 //! changes table definitions kept in the data directory.
 
+pub mod analytics;
 mod athena;
 mod events;
 mod external;
@@ -241,12 +242,26 @@ impl Engine {
         }
     }
 
+    /// Every batch of a read-only query, one stream per partition of its
+    /// plan (no `max_rows`): for work that reduces the rows itself
+    /// ([`analytics`]), a thread per stream.
+    pub(crate) async fn partitions(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<datafusion::execution::SendableRecordBatchStream>, Error> {
+        // Each group keeps every value (`array_agg`): aggregating before the
+        // repartition by group copies them all twice and saves nothing.
+        let mut state = self.ctx.state();
+        let execution = &mut state.config_mut().options_mut().execution;
+        execution.skip_partial_aggregation_probe_ratio_threshold = 0.0;
+        execution.skip_partial_aggregation_probe_rows_threshold = 0;
+        let ctx = SessionContext::new_with_state(state);
+        let frame = ctx.sql_with_options(sql, read_only()).await?;
+        Ok(frame.execute_stream_partitioned().await?)
+    }
+
     async fn select_once(&self, sql: &str) -> datafusion::error::Result<(Vec<RecordBatch>, bool)> {
-        let options = datafusion::execution::context::SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let frame = self.ctx.sql_with_options(sql, options).await?;
+        let frame = self.ctx.sql_with_options(sql, read_only()).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let mut stream = frame.execute_stream().await?;
         let (mut batches, mut rows) = (Vec::new(), 0);
@@ -265,6 +280,13 @@ impl Engine {
         }
         Ok((batches, false))
     }
+}
+
+fn read_only() -> datafusion::execution::context::SQLOptions {
+    datafusion::execution::context::SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
 }
 
 fn is_vanished_file(e: &datafusion::error::DataFusionError) -> bool {

@@ -97,6 +97,13 @@ pub trait Sql: Send + Sync {
     fn reports(&self) -> serde_json::Value;
     /// One report, no older than its max age.
     fn report<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<serde_json::Value, SqlError>>;
+    /// A product-analytics report (`funnel`, `retention`, `abnormal`)
+    /// from its query parameters.
+    fn analytics<'a>(
+        &'a self,
+        report: &'a str,
+        params: std::collections::BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<serde_json::Value, SqlError>>;
 }
 
 /// Per-user deletion, as the API sees it (the delivery crate does the work).
@@ -116,6 +123,8 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a
 pub enum SqlError {
     /// The statement is wrong (400).
     Invalid(String),
+    /// A report's parameter is wrong (400): which, and why.
+    BadParameter { field: String, message: String },
     /// No such report (404).
     NotFound(String),
     /// It ran past `query.timeout_secs` (504).
@@ -190,6 +199,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/deletions/{id}", get(routes::deletion::job))
         .route("/v1/query", post(routes::query::query))
         .route("/v1/reports", get(routes::query::reports))
+        .route("/v1/reports/funnel", get(routes::analytics::funnel))
+        .route("/v1/reports/retention", get(routes::analytics::retention))
+        .route("/v1/reports/abnormal", get(routes::analytics::abnormal))
         .route("/v1/reports/{name}", get(routes::query::report))
         .route("/v1/status", get(routes::health::status))
         .route("/v1/metrics/history", get(routes::monitor::history))

@@ -12,6 +12,7 @@ use tracklake_delivery::{CompactionConfig, DeliveryConfig, LakeConfig, StreamCon
 use tracklake_event::{PrivacyConfig, Rules};
 use tracklake_metrics::{AlarmsConfig, HistoryConfig};
 use tracklake_query::QueryConfig;
+use tracklake_query::analytics::abnormal::AbnormalConfig;
 use tracklake_server::ServerConfig;
 use tracklake_table::TableConfig;
 
@@ -28,6 +29,8 @@ pub struct Config {
     pub lake: LakeConfig,
     pub compaction: CompactionConfig,
     pub query: QueryConfig,
+    /// Abnormal-behaviour thresholds and checks (docs/ANALYTICS.md).
+    pub analytics: AbnormalConfig,
     pub metrics: HistoryConfig,
     pub alarms: AlarmsConfig,
     pub privacy: PrivacyConfig,
@@ -77,6 +80,7 @@ impl Default for Config {
             lake: LakeConfig::default(),
             compaction: CompactionConfig::default(),
             query: QueryConfig::default(),
+            analytics: AbnormalConfig::default(),
             metrics: HistoryConfig::default(),
             alarms: AlarmsConfig::default(),
             privacy: PrivacyConfig::default(),
@@ -143,7 +147,9 @@ pub fn load(
     if let Some(listen) = listen {
         figment = figment.merge(Serialized::default("server.listen", listen));
     }
-    figment.extract().context("reading the configuration")
+    let config: Config = figment.extract().context("reading the configuration")?;
+    config.analytics.check().map_err(anyhow::Error::msg)?;
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -157,6 +163,24 @@ mod tests {
         assert_eq!(
             config.ingest.event_types,
             Some(vec!["login".to_string(), "material-view".to_string()])
+        );
+    }
+
+    #[test]
+    fn analytics_thresholds_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "[analytics.sharing]\nmin_networks = 1\n").unwrap();
+        let e = load(Some(&file), None, None).unwrap_err();
+        assert!(format!("{e:#}").contains("min_networks"), "{e:#}");
+        std::fs::write(&file, "[analytics.scraping]\nmin_views = 20\n").unwrap();
+        assert_eq!(
+            load(Some(&file), None, None)
+                .unwrap()
+                .analytics
+                .scraping
+                .min_views,
+            20
         );
     }
 

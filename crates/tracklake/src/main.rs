@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use commands::{aws, bench, keys, lake, put, query, recent, seed, users};
+use commands::{aws, bench, keys, lake, put, query, recent, report, seed, users};
 
 // jemalloc: glibc's malloc showed up as a fifth of the writer thread's time
 // under load, and mimalloc kept hundreds of MB it no longer used (its
@@ -76,6 +76,8 @@ enum Command {
     Seed(seed::Args),
     /// Run one SQL statement over every event (Athena's dialect).
     Query(query::QueryArgs),
+    /// A report: funnel, retention, abnormal, or a named one (logins_per_day, …).
+    Report(report::Args),
     /// An interactive SQL shell with history.
     Sql(query::ShellArgs),
     /// Delete a user's events everywhere they are kept.
@@ -121,6 +123,7 @@ fn main() -> anyhow::Result<()> {
             Command::Keys(cmd) => keys::run(cmd),
             Command::Query(args) => query::query(args).await,
             Command::Sql(args) => query::shell(args).await,
+            Command::Report(args) => report::run(args).await,
             Command::Users(cmd) => users::run(cmd).await,
             Command::Lake(cmd) => lake::run(cmd).await,
             Command::Aws(cmd) => aws::run(cmd),

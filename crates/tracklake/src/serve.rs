@@ -1,6 +1,7 @@
 //! `tracklake serve`: the table, delivery to the lake, SQL and the HTTP API
 //! in one process.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use tracklake_aws::{DynamoTable, FirehoseSink, StreamReader};
 use tracklake_delivery::{Deletions, Delivery, Lake, claim_lake};
 use tracklake_event::{Privacy, Rules, Validator};
 use tracklake_metrics::{Alarms, Exporter, History, Monitor, names};
+use tracklake_query::analytics::{Analytics, AnalyticsError, Report};
 use tracklake_query::{Engine, Error as QueryError, ReportError, Reports, to_json_rows};
 use tracklake_server::{App, BoxFuture, Deleter, Pipeline, Sql, SqlError};
 use tracklake_table::{ChangeLog, EmbeddedTable, Table};
@@ -167,7 +169,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     let (stop_monitor, monitor_stopping) = tokio::sync::watch::channel(false);
     let monitor_task = tokio::spawn(monitor.clone().run(monitor_stopping));
-    let sql = Arc::new(SqlView { engine, reports });
+    let analytics = Arc::new(Analytics::new(engine.clone(), config.analytics.clone()));
+    let (stop_checks, checks_stopping) = tokio::sync::watch::channel(false);
+    let checks = tokio::spawn(analytics.clone().watch(checks_stopping));
+    let sql = Arc::new(SqlView {
+        engine,
+        reports,
+        analytics,
+    });
     let app = App::new(
         table.clone(),
         validator,
@@ -222,6 +231,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         tracing::error!(error = %e, "delivery did not finish; it resumes at the next start");
     }
+    let _ = stop_checks.send(true);
+    let _ = checks.await;
     let _ = stop_monitor.send(true);
     let _ = monitor_task.await;
     table.close().await.context("flushing the table")?;
@@ -304,6 +315,7 @@ fn record_delivery(delivery: &Delivery) {
 struct SqlView {
     engine: Arc<Engine>,
     reports: Arc<Reports>,
+    analytics: Arc<Analytics>,
 }
 
 fn sql_error(e: QueryError) -> SqlError {
@@ -335,6 +347,31 @@ impl Sql for SqlView {
                 ))),
                 Err(ReportError::Query { source, .. }) => Err(sql_error(source)),
             }
+        })
+    }
+
+    fn analytics<'a>(
+        &'a self,
+        report: &'a str,
+        params: BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Result<serde_json::Value, SqlError>> {
+        Box::pin(async move {
+            let Some((report, _)) = Report::ALL.into_iter().find(|(_, name)| *name == report)
+            else {
+                return Err(SqlError::NotFound(format!(
+                    "no analytics report named {report:?}"
+                )));
+            };
+            self.analytics
+                .answer(report, &params)
+                .await
+                .map_err(|e| match e {
+                    AnalyticsError::Invalid { field, message } => SqlError::BadParameter {
+                        field: field.to_owned(),
+                        message,
+                    },
+                    AnalyticsError::Query(e) => sql_error(e),
+                })
         })
     }
 }

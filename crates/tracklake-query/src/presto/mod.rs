@@ -5,6 +5,7 @@
 
 mod datetime;
 mod json;
+mod network;
 
 use std::sync::Arc;
 
@@ -57,10 +58,11 @@ enum Func {
     AtTimezone,
     Date,
     JsonExtractScalar,
+    IpPrefix,
 }
 
 impl Func {
-    const ALL: [(Func, &'static str, usize); 12] = [
+    const ALL: [(Func, &'static str, usize); 13] = [
         (Func::FromIso8601Timestamp, "from_iso8601_timestamp", 1),
         (Func::FromIso8601Date, "from_iso8601_date", 1),
         (Func::ToIso8601, "to_iso8601", 1),
@@ -73,6 +75,7 @@ impl Func {
         (Func::AtTimezone, "at_timezone", 2),
         (Func::Date, "date", 1),
         (Func::JsonExtractScalar, "json_extract_scalar", 2),
+        (Func::IpPrefix, "ip_prefix", 2),
     ];
 }
 
@@ -115,7 +118,9 @@ impl ScalarUDFImpl for Presto {
                 datetime::timestamp_type(&datetime::literal_offset(args.scalar_arguments[0]))
             }
             Func::FromIso8601Date | Func::Date => DataType::Date32,
-            Func::ToIso8601 | Func::DateFormat | Func::JsonExtractScalar => DataType::Utf8,
+            Func::ToIso8601 | Func::DateFormat | Func::JsonExtractScalar | Func::IpPrefix => {
+                DataType::Utf8
+            }
             Func::DateParse => {
                 DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None)
             }
@@ -173,6 +178,7 @@ impl ScalarUDFImpl for Presto {
             },
             Func::Date => datetime::date(&args[0])?,
             Func::JsonExtractScalar => json::extract_scalar(&args[0], &args[1])?,
+            Func::IpPrefix => network::ip_prefix(&args[0], &args[1])?,
         };
         if all_scalar {
             return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?));

@@ -1,3 +1,4 @@
+pub mod analytics;
 pub mod deletion;
 pub mod events;
 pub mod health;

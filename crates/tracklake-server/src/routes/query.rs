@@ -17,7 +17,7 @@ pub struct QueryBody {
     sql: String,
 }
 
-fn engine(app: &App) -> Result<&Arc<dyn Sql>, ApiError> {
+pub(crate) fn engine(app: &App) -> Result<&Arc<dyn Sql>, ApiError> {
     app.sql.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -33,6 +33,7 @@ impl From<SqlError> for ApiError {
             SqlError::Invalid(m) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_sql", m).field("sql")
             }
+            SqlError::BadParameter { field, message } => ApiError::bad_parameter(&field, message),
             SqlError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
             SqlError::Timeout(m) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", m),
             SqlError::Failed(m) => {

@@ -20,6 +20,8 @@ pub enum Command {
     Recent(RecentArgs),
     /// The built-in reports over a lake of 10 million seed events.
     Query(super::bench_query::Args),
+    /// A funnel and a retention over the same lake of 10 million events.
+    Analytics(super::bench_analytics::Args),
     /// Delivery from the table's change log into lake files, in-process.
     Delivery(super::bench_delivery::Args),
     /// Opening the lake's Delta log after many commits, with and without
@@ -77,6 +79,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Ingest(args) => ingest(args).await,
         Command::Recent(args) => recent(args).await,
         Command::Query(args) => super::bench_query::run(args).await,
+        Command::Analytics(args) => super::bench_analytics::run(args).await,
         Command::Delivery(args) => super::bench_delivery::run(args).await,
         Command::LakeLog(args) => super::bench_lake::run(args).await,
     }

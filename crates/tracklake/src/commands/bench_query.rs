@@ -20,8 +20,9 @@ use tracklake_query::{Engine, QueryConfig, Reports};
 
 use super::fake_data::{user_agents, validated_event};
 
+/// The bench lake: `bench query` and `bench analytics` share it.
 #[derive(clap::Args)]
-pub struct Args {
+pub struct LakeArgs {
     /// Where the lake is made (and found on later runs).
     #[arg(long, default_value = "bench-query-data")]
     data_dir: PathBuf,
@@ -30,32 +31,29 @@ pub struct Args {
     events: u64,
     /// Days they are spread over, ending now.
     #[arg(long, default_value_t = 30)]
-    days: u32,
+    pub(super) days: u32,
     /// Distinct users.
     #[arg(long, default_value_t = 100_000)]
     users: u64,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    lake: LakeArgs,
     /// Timed runs per query, after one untimed warm-up.
     #[arg(long, default_value_t = 10)]
     repeat: usize,
     /// Reports to time (default: all built-in reports).
     #[arg(long, value_delimiter = ',')]
     reports: Vec<String>,
+    /// Time these statements too (`--sql` again for each).
+    #[arg(long)]
+    sql: Vec<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let lake = Arc::new(Lake::open(&LakeConfig::default(), &args.data_dir)?);
-    // A lake of its own, for a stream of no table.
-    lake.prepare(1, 0).await?;
-    if lake.snapshot().await?.files.is_empty() {
-        make_lake(&args, &lake).await?;
-    } else {
-        eprintln!("reusing the lake at {}", lake.location);
-    }
-    let config = QueryConfig {
-        fresh: false,
-        ..QueryConfig::default()
-    };
-    let engine = Arc::new(Engine::open(&config, &args.data_dir, lake.clone(), None).await?);
+    let (lake, engine) = open(&args.lake).await?;
     let count = engine.run("SELECT count(*) FROM events").await?;
     let rows = tracklake_query::to_json_rows(&count)?;
     println!(
@@ -63,21 +61,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         rows["rows"][0]["count(*)"],
         lake.snapshot().await?.files.len()
     );
-    let reports = Reports::new(engine.clone(), &args.data_dir);
-    let names: Vec<String> = if args.reports.is_empty() {
+    let reports = Reports::new(engine.clone(), &args.lake.data_dir);
+    let names: Vec<String> = if args.reports.is_empty() && args.sql.is_empty() {
         reports.names().map(str::to_owned).collect()
     } else {
         args.reports.clone()
     };
+    let mut statements = Vec::new();
+    for name in names {
+        let sql = reports
+            .sql(&name)
+            .with_context(|| format!("no report named {name}"))?;
+        statements.push((name, sql.to_owned()));
+    }
+    for (i, sql) in args.sql.iter().enumerate() {
+        statements.push((format!("--sql {}", i + 1), sql.clone()));
+    }
     println!(
         "{:<26} {:>9} {:>9} {:>9}  rows",
         "report", "min ms", "median", "max"
     );
-    for name in names {
-        let sql = reports
-            .sql(&name)
-            .with_context(|| format!("no report named {name}"))?
-            .to_owned();
+    for (name, sql) in statements {
         let warm = engine.run(&sql).await?;
         let mut times: Vec<Duration> = Vec::with_capacity(args.repeat);
         for _ in 0..args.repeat.max(1) {
@@ -98,8 +102,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The bench lake (made on the first run) and an engine over it.
+pub(super) async fn open(args: &LakeArgs) -> anyhow::Result<(Arc<Lake>, Arc<Engine>)> {
+    let lake = Arc::new(Lake::open(&LakeConfig::default(), &args.data_dir)?);
+    // A lake of its own, for a stream of no table.
+    lake.prepare(1, 0).await?;
+    if lake.snapshot().await?.files.is_empty() {
+        make_lake(args, &lake).await?;
+    } else {
+        eprintln!("reusing the lake at {}", lake.location);
+    }
+    let config = QueryConfig {
+        fresh: false,
+        ..QueryConfig::default()
+    };
+    let engine = Arc::new(Engine::open(&config, &args.data_dir, lake.clone(), None).await?);
+    Ok((lake, engine))
+}
+
 /// Seed-like events, day by day, one Parquet file per day.
-async fn make_lake(args: &Args, lake: &Lake) -> anyhow::Result<()> {
+async fn make_lake(args: &LakeArgs, lake: &Lake) -> anyhow::Result<()> {
     let started = Instant::now();
     let validator =
         Validator::with_devices(Rules::default(), Arc::new(DeviceDetector::new(100_000)?))?;

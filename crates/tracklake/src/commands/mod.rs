@@ -2,6 +2,7 @@
 
 pub mod aws;
 pub mod bench;
+mod bench_analytics;
 mod bench_delivery;
 mod bench_lake;
 mod bench_query;
@@ -12,6 +13,7 @@ pub mod place;
 pub mod put;
 pub mod query;
 pub mod recent;
+pub mod report;
 pub mod seed;
 pub mod users;
 

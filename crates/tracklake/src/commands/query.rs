@@ -41,23 +41,24 @@ pub struct ShellArgs {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum Format {
+pub(super) enum Format {
     Table,
     Csv,
     Json,
 }
 
 /// Where statements run.
-enum Runner {
+pub(super) enum Runner {
     Local {
-        engine: Box<Engine>,
+        engine: Arc<Engine>,
         table: Arc<EmbeddedTable>,
+        config: Box<crate::config::Config>,
     },
     Remote(Api),
 }
 
 impl Runner {
-    async fn open(place: Where) -> anyhow::Result<Runner> {
+    pub(super) async fn open(place: Where) -> anyhow::Result<Runner> {
         let local = match place::open(place).await? {
             Opened::Remote(api) => return Ok(Runner::Remote(api)),
             Opened::Local(local) => local,
@@ -71,8 +72,9 @@ impl Runner {
         .await
         .context("starting the query engine")?;
         Ok(Runner::Local {
-            engine: Box::new(engine),
+            engine: Arc::new(engine),
             table: local.table,
+            config: Box::new(local.config),
         })
     }
 
@@ -94,7 +96,7 @@ impl Runner {
         }
     }
 
-    async fn close(self) -> anyhow::Result<()> {
+    pub(super) async fn close(self) -> anyhow::Result<()> {
         if let Runner::Local { table, .. } = self {
             table.close().await?;
         }
@@ -168,7 +170,7 @@ fn cell(value: &Value) -> String {
     }
 }
 
-fn print(answer: &Value, format: Format) -> anyhow::Result<()> {
+pub(super) fn print(answer: &Value, format: Format) -> anyhow::Result<()> {
     let names: Vec<&str> = answer["columns"]
         .as_array()
         .into_iter()

@@ -1,0 +1,553 @@
+//! Funnels: how many users went through steps `a`, `b`, `c`, … in order.
+//!
+//! A user counts at step k when some events e1 < e2 < … < ek of theirs
+//! (strictly later each: events at the same microsecond are not a
+//! sequence), ei of the type of step i, all lie in `[from, to]` and
+//! ek − e1 ≤ `within`. For one first event e1, taking at each step the
+//! earliest event that qualifies reaches as far as any choice can, so a
+//! user's depth is the best over their step-1 events of that greedy chain.
+//! The chain that decides is the earliest e1 that reaches the user's depth:
+//! its times give the medians between steps, and its e1 the user's group in
+//! a breakdown (the first-touch value, so groups add up to the total).
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use super::AnalyticsError;
+use super::params::{self, TimeRange, quote};
+use super::scan;
+use crate::Engine;
+
+pub const MAX_STEPS: usize = 10;
+
+/// The lake's text columns a funnel can be broken down by; a JSON property
+/// is `properties.<key>`.
+pub const BREAKDOWN_COLUMNS: [&str; 8] = [
+    "device_type",
+    "device_os",
+    "device_os_version",
+    "device_browser",
+    "device_browser_version",
+    "device_brand",
+    "device_model",
+    "ip_address",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Breakdown {
+    Column(String),
+    Property(String),
+}
+
+impl Breakdown {
+    pub fn parse(text: &str) -> Result<Breakdown, AnalyticsError> {
+        let text = text.trim();
+        if let Some(key) = text.strip_prefix("properties.") {
+            let plain = !key.is_empty()
+                && key.len() <= 64
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !plain {
+                return Err(AnalyticsError::invalid(
+                    "breakdown",
+                    format!("{key:?}: a property key of letters, digits, _ and - (at most 64)"),
+                ));
+            }
+            return Ok(Breakdown::Property(key.to_owned()));
+        }
+        if BREAKDOWN_COLUMNS.contains(&text) {
+            return Ok(Breakdown::Column(text.to_owned()));
+        }
+        Err(AnalyticsError::invalid(
+            "breakdown",
+            format!(
+                "{text:?} is not a column a funnel can be broken down by: {} or properties.<key>",
+                BREAKDOWN_COLUMNS.join(", ")
+            ),
+        ))
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Breakdown::Column(c) => c.clone(),
+            Breakdown::Property(key) => format!("properties.{key}"),
+        }
+    }
+
+    fn sql(&self) -> String {
+        match self {
+            Breakdown::Column(c) => c.clone(),
+            Breakdown::Property(key) => {
+                format!(
+                    "json_extract_scalar(properties, {})",
+                    quote(&format!("$.{key}"))
+                )
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunnelSpec {
+    pub steps: Vec<String>,
+    pub within: Duration,
+    pub range: TimeRange,
+    pub breakdown: Option<Breakdown>,
+}
+
+impl FunnelSpec {
+    /// From `steps`, `within` (default 1d), `from`, `to` (default: the
+    /// last 30 days) and `breakdown`; any other key is refused.
+    pub fn parse(
+        params: &BTreeMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> Result<FunnelSpec, AnalyticsError> {
+        params::known(params, &["steps", "within", "from", "to", "breakdown"])?;
+        let steps = params.get("steps").ok_or_else(|| {
+            AnalyticsError::invalid(
+                "steps",
+                "required: the event types of the steps in order (steps=login,material-view)",
+            )
+        })?;
+        let steps = params::event_types("steps", steps, MAX_STEPS)?;
+        let within = match params.get("within") {
+            Some(text) => params::parse_duration("within", text)?,
+            None => Duration::days(1),
+        };
+        let range = TimeRange::parse(
+            params.get("from").map(String::as_str),
+            params.get("to").map(String::as_str),
+            30,
+            now,
+        )?;
+        let breakdown = params
+            .get("breakdown")
+            .map(|b| Breakdown::parse(b))
+            .transpose()?;
+        Ok(FunnelSpec {
+            steps,
+            within,
+            range,
+            breakdown,
+        })
+    }
+
+    /// The distinct event types, in the order of their first step.
+    fn kinds(&self) -> Vec<&str> {
+        let mut kinds: Vec<&str> = Vec::new();
+        for step in &self.steps {
+            if !kinds.contains(&step.as_str()) {
+                kinds.push(step);
+            }
+        }
+        kinds
+    }
+
+    fn in_list(&self) -> String {
+        self.kinds()
+            .iter()
+            .map(|k| quote(k))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The step counts as one SQL statement (Athena and tracklake): the
+    /// greedy chain from every step-1 event, a join per step.
+    pub fn sql(&self) -> String {
+        let within = self.within.num_seconds();
+        let mut sql = format!(
+            "WITH e AS (\n  SELECT user_id, event_type, event_at FROM events\n  WHERE event_type IN ({}) AND {}\n),\n\
+             s1 AS (SELECT user_id, event_at AS t1, event_at AS t FROM e WHERE event_type = {})",
+            self.in_list(),
+            self.range.sql("event_at"),
+            quote(&self.steps[0])
+        );
+        for (i, step) in self.steps.iter().enumerate().skip(1) {
+            sql.push_str(&format!(
+                ",\ns{n} AS (\n  SELECT s.user_id, s.t1, min(e.event_at) AS t\n  FROM s{i} s JOIN e ON e.user_id = s.user_id AND e.event_type = {step}\n    \
+                 AND e.event_at > s.t AND e.event_at <= s.t1 + INTERVAL '{within}' SECOND\n  GROUP BY s.user_id, s.t1\n)",
+                n = i + 1,
+                step = quote(step),
+            ));
+        }
+        let selects: Vec<String> = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                format!(
+                    "SELECT {n} AS step, {} AS event_type, count(DISTINCT user_id) AS users FROM s{n}",
+                    quote(step),
+                    n = i + 1
+                )
+            })
+            .collect();
+        sql.push_str(&format!(
+            "\n{}\nORDER BY step",
+            selects.join("\nUNION ALL ")
+        ));
+        sql
+    }
+
+    /// A row per user: their events in range, each `at * 16 + kind` (so
+    /// they sort by time, then step type), with the breakdown's value.
+    fn scan_sql(&self) -> String {
+        let kinds: String = self
+            .kinds()
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!(" WHEN {} THEN {i}", quote(k)))
+            .collect();
+        let packed = format!("CAST(event_at AS BIGINT) * 16 + CASE event_type{kinds} END");
+        let agg = match &self.breakdown {
+            Some(b) => format!("array_agg(struct({packed}, {}))", b.sql()),
+            None => format!("array_agg({packed})"),
+        };
+        format!(
+            "SELECT {agg} AS events FROM events WHERE event_type IN ({}) AND {} GROUP BY user_id",
+            self.in_list(),
+            self.range.sql("event_at")
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub event_type: String,
+    pub users: u64,
+    /// Of the users at step 1.
+    pub conversion: f64,
+    /// The median, over the users at this step, of the time from the
+    /// previous step (none for step 1).
+    pub median_secs_from_previous: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Group {
+    /// The breakdown column's value at the user's first step (null when the
+    /// event had none).
+    pub value: Option<String>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakdownAnswer {
+    pub column: String,
+    /// Most users at step 1 first.
+    pub groups: Vec<Group>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Funnel {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub within_secs: i64,
+    pub steps: Vec<Step>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakdown: Option<BreakdownAnswer>,
+    /// The step counts in SQL, for Athena or `POST /v1/query`.
+    pub sql: String,
+    pub elapsed_ms: f64,
+}
+
+/// One event of a user: when, which step type, and its breakdown value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Ev<'a> {
+    at: i64,
+    kind: u8,
+    value: Option<&'a str>,
+}
+
+impl Ev<'_> {
+    fn unpack(packed: i64) -> (i64, u8) {
+        (packed.div_euclid(16), packed.rem_euclid(16) as u8)
+    }
+}
+
+/// The chain that decides a user: how many steps it reached, when, and
+/// the breakdown value of its first event.
+struct Chain<'a> {
+    level: usize,
+    times: [i64; MAX_STEPS],
+    value: Option<&'a str>,
+}
+
+/// The user's best chain (see the module's comment) over their events,
+/// sorted; `kinds[i]` is step i's event type. `times` is scratch space.
+fn best_chain<'a>(
+    events: &[Ev<'a>],
+    kinds: &[u8],
+    within: i64,
+    times: &mut [Vec<i64>],
+) -> Option<Chain<'a>> {
+    for list in times.iter_mut() {
+        list.clear();
+    }
+    for e in events {
+        if let Some(list) = times.get_mut(e.kind as usize) {
+            list.push(e.at);
+        }
+    }
+    let mut best: Option<Chain> = None;
+    for start in events.iter().filter(|e| e.kind == kinds[0]) {
+        let mut chain = Chain {
+            level: 1,
+            times: [0; MAX_STEPS],
+            value: start.value,
+        };
+        chain.times[0] = start.at;
+        let deadline = start.at.saturating_add(within);
+        for (i, &kind) in kinds.iter().enumerate().skip(1) {
+            let list = &times[kind as usize];
+            let prev = chain.times[i - 1];
+            let next = list.partition_point(|&t| t <= prev);
+            match list.get(next) {
+                Some(&t) if t <= deadline => {
+                    chain.times[i] = t;
+                    chain.level = i + 1;
+                }
+                _ => break,
+            }
+        }
+        if best.as_ref().is_none_or(|b| chain.level > b.level) {
+            let done = chain.level == kinds.len();
+            best = Some(chain);
+            if done {
+                break;
+            }
+        }
+    }
+    best
+}
+
+/// Counts and medians of the chains of one group of users.
+#[derive(Default)]
+struct Counts {
+    reached: Vec<u64>,
+    gaps: Vec<Vec<i64>>,
+}
+
+impl Counts {
+    fn add(&mut self, chain: &Chain, steps: usize) {
+        if self.reached.is_empty() {
+            self.reached = vec![0; steps];
+            self.gaps = vec![Vec::new(); steps];
+        }
+        for i in 0..chain.level {
+            self.reached[i] += 1;
+            if i > 0 {
+                self.gaps[i].push(chain.times[i] - chain.times[i - 1]);
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Counts) {
+        if self.reached.is_empty() {
+            *self = other;
+            return;
+        }
+        for (i, (n, mut gaps)) in other.reached.into_iter().zip(other.gaps).enumerate() {
+            self.reached[i] += n;
+            self.gaps[i].append(&mut gaps);
+        }
+    }
+
+    fn steps(mut self, names: &[String]) -> Vec<Step> {
+        if self.reached.is_empty() {
+            self.reached = vec![0; names.len()];
+            self.gaps = vec![Vec::new(); names.len()];
+        }
+        let first = self.reached[0];
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Step {
+                event_type: name.clone(),
+                users: self.reached[i],
+                conversion: if first == 0 {
+                    0.0
+                } else {
+                    self.reached[i] as f64 / first as f64
+                },
+                median_secs_from_previous: (i > 0)
+                    .then(|| median_micros(&mut self.gaps[i]))
+                    .flatten()
+                    .map(|m| m / 1e6),
+            })
+            .collect()
+    }
+}
+
+/// The median (the mean of the two middle values of an even count).
+pub(crate) fn median_micros(values: &mut [i64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mid = values.len() / 2;
+    let (_, &mut upper, _) = values.select_nth_unstable(mid);
+    if values.len() % 2 == 1 {
+        return Some(upper as f64);
+    }
+    let lower = values[..mid].iter().copied().max().unwrap_or(upper);
+    Some((lower as f64 + upper as f64) / 2.0)
+}
+
+/// What one partition of the scan adds up.
+#[derive(Default)]
+struct Tally {
+    total: Counts,
+    groups: HashMap<Option<String>, Counts>,
+}
+
+pub(crate) async fn run(engine: &Engine, spec: &FunnelSpec) -> Result<Funnel, AnalyticsError> {
+    let started = Instant::now();
+    let all_kinds = spec.kinds();
+    let kinds: Vec<u8> = spec
+        .steps
+        .iter()
+        .map(|s| all_kinds.iter().position(|k| k == s).unwrap_or(0) as u8)
+        .collect();
+    let (n_kinds, steps) = (all_kinds.len(), spec.steps.len());
+    let within = spec.within.num_microseconds().unwrap_or(i64::MAX);
+    let with_breakdown = spec.breakdown.is_some();
+    let tallies = scan::per_partition(engine, &spec.scan_sql(), move |batch, tally: &mut Tally| {
+        let mut events: Vec<Ev> = Vec::new();
+        let mut times = vec![Vec::new(); n_kinds];
+        let mut add = |events: &mut Vec<Ev>, tally: &mut Tally| {
+            events.sort_unstable();
+            if let Some(chain) = best_chain(events, &kinds, within, &mut times) {
+                tally.total.add(&chain, steps);
+                if with_breakdown {
+                    let group = tally
+                        .groups
+                        .entry(chain.value.map(str::to_owned))
+                        .or_default();
+                    group.add(&chain, steps);
+                }
+            }
+        };
+        if with_breakdown {
+            let lists = scan::struct_lists(batch, 0)?;
+            let (packed, values) = (lists.ints(0)?, lists.texts(1)?);
+            for user in 0..batch.num_rows() {
+                events.clear();
+                for i in lists.range(user) {
+                    let (at, kind) = Ev::unpack(packed.value(i));
+                    events.push(Ev {
+                        at,
+                        kind,
+                        value: values.get(i),
+                    });
+                }
+                add(&mut events, tally);
+            }
+        } else {
+            let lists = scan::int_lists(batch, 0)?;
+            for user in 0..batch.num_rows() {
+                events.clear();
+                events.extend(lists.row(user).iter().map(|&p| {
+                    let (at, kind) = Ev::unpack(p);
+                    Ev {
+                        at,
+                        kind,
+                        value: None,
+                    }
+                }));
+                add(&mut events, tally);
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    let mut total = Counts::default();
+    let mut groups: HashMap<Option<String>, Counts> = HashMap::new();
+    for tally in tallies {
+        total.merge(tally.total);
+        for (value, counts) in tally.groups {
+            groups.entry(value).or_default().merge(counts);
+        }
+    }
+    let breakdown = spec.breakdown.as_ref().map(|b| {
+        let mut groups: Vec<Group> = groups
+            .into_iter()
+            .map(|(value, counts)| Group {
+                value,
+                steps: counts.steps(&spec.steps),
+            })
+            .collect();
+        groups.sort_by(|a, b| match b.steps[0].users.cmp(&a.steps[0].users) {
+            Ordering::Equal => a.value.cmp(&b.value),
+            other => other,
+        });
+        BreakdownAnswer {
+            column: b.name(),
+            groups,
+        }
+    });
+    Ok(Funnel {
+        from: spec.range.from,
+        to: spec.range.to,
+        within_secs: spec.within.num_seconds(),
+        steps: total.steps(&spec.steps),
+        breakdown,
+        sql: spec.sql(),
+        elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(events: &[(i64, u8)], kinds: &[u8], within: i64) -> Option<(usize, Vec<i64>)> {
+        let mut events: Vec<Ev> = events
+            .iter()
+            .map(|&(at, kind)| Ev {
+                at,
+                kind,
+                value: None,
+            })
+            .collect();
+        events.sort_unstable();
+        let mut times = vec![Vec::new(); 3];
+        best_chain(&events, kinds, within, &mut times)
+            .map(|c| (c.level, c.times[..c.level].to_vec()))
+    }
+
+    #[test]
+    fn greedy_chains() {
+        // a at 0 and 10, b at 5 and 20, c at 30, within 25: a@0 reaches
+        // b@5 but c@30 is too late; a@10, b@20, c@30 is the chain.
+        let events = [(30, 2), (0, 0), (5, 1), (10, 0), (20, 1)];
+        assert_eq!(chain(&events, &[0, 1, 2], 25), Some((3, vec![10, 20, 30])));
+        // Without a first step there is no chain.
+        assert_eq!(chain(&[(5, 1), (30, 2)], &[0, 1, 2], 25), None);
+    }
+
+    #[test]
+    fn ties_are_not_sequences() {
+        assert_eq!(chain(&[(7, 0), (7, 1)], &[0, 1], 100).unwrap().0, 1);
+        // The same type twice needs two events at different times.
+        assert_eq!(chain(&[(7, 0), (7, 0)], &[0, 0], 100).unwrap().0, 1);
+        assert_eq!(chain(&[(7, 0), (8, 0)], &[0, 0], 100).unwrap().0, 2);
+    }
+
+    #[test]
+    fn packing() {
+        for (at, kind) in [(0, 0), (1_764_000_000_000_000, 9), (-5, 3)] {
+            assert_eq!(Ev::unpack(at * 16 + i64::from(kind)), (at, kind));
+        }
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median_micros(&mut []), None);
+        assert_eq!(median_micros(&mut [5]), Some(5.0));
+        assert_eq!(median_micros(&mut [9, 1, 4, 2]), Some(3.0));
+    }
+}
