@@ -129,12 +129,12 @@ impl RetentionSpec {
     pub fn sql(&self) -> String {
         let (unit, range) = (quote(self.period.name()), self.range.sql("event_at"));
         format!(
-            "WITH cohorts AS (\n  SELECT user_id, date_trunc({unit}, min(event_at)) AS period\n  FROM events WHERE event_type = {cohort} AND {range}\n  GROUP BY user_id\n),\n\
-             returns AS (\n  SELECT DISTINCT user_id, date_trunc({unit}, event_at) AS period\n  FROM events WHERE event_type = {ret} AND {range}\n),\n\
-             sizes AS (SELECT period, count(*) AS users FROM cohorts GROUP BY period)\n\
-             SELECT CAST(s.period AS DATE) AS cohort, s.users, date_diff({unit}, c.period, r.period) AS period_offset, count(*) AS returned\n\
-             FROM sizes s\nJOIN cohorts c ON c.period = s.period\nJOIN returns r ON r.user_id = c.user_id AND r.period >= c.period\n\
-             GROUP BY 1, 2, 3\nORDER BY 1, 3",
+            "WITH firsts AS (\n  SELECT user_id, date_trunc({unit}, min(event_at)) AS period\n  FROM events WHERE event_type = {cohort} AND {range}\n  GROUP BY user_id\n),\n\
+             cohorts AS (SELECT user_id, period, count(*) OVER (PARTITION BY period) AS users FROM firsts),\n\
+             returns AS (\n  SELECT DISTINCT user_id, date_trunc({unit}, event_at) AS period\n  FROM events WHERE event_type = {ret} AND {range}\n)\n\
+             SELECT CAST(c.period AS DATE) AS cohort, c.users, date_diff({unit}, c.period, r.period) AS period_offset, count(*) AS returned\n\
+             FROM cohorts c JOIN returns r ON r.user_id = c.user_id AND r.period >= c.period\n\
+             GROUP BY 1, 2, 3\nORDER BY cohort, period_offset",
             cohort = quote(&self.cohort),
             ret = quote(&self.returning),
         )

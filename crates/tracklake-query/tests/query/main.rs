@@ -2,6 +2,7 @@
 //! and expected rows worked out by hand over `fixture.rs`), fresh events from
 //! a real table, NDJSON lakes, persistence and limits.
 
+mod analytics;
 mod engine;
 mod fixture;
 mod golden;
