@@ -44,7 +44,7 @@ async fn wait_for_lake(data: &std::path::Path, events: usize) {
     }
 }
 
-async fn wait_done(s: &Server, location: &str) -> Value {
+pub(crate) async fn wait_done(s: &Server, location: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, job) = s.get(location).await;

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod analytics;
 mod api;
 mod auth;
 mod cli;
