@@ -1,6 +1,7 @@
 // The dashboard: pipeline charts from /v1/metrics/history, analytics from
-// /v1/reports, alarm states from /v1/alarms, a user lookup over
-// /v1/users/{id}/events. Charts are uPlot (shipped in the binary).
+// /v1/reports, a funnel, a retention triangle and flagged users from
+// /v1/reports/funnel|retention|abnormal, alarm states from /v1/alarms, a
+// user lookup over /v1/users/{id}/events. Charts are uPlot (shipped in the binary).
 // Refreshes every 15 s. #selfcheck holds what each chart drew, for tests.
 "use strict";
 
@@ -136,7 +137,6 @@ function table(target, id, report) {
     return;
   }
   const cols = report.columns.map((c) => c.name);
-  const esc = (v) => String(v ?? "").replace(/[&<>]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;" })[c]);
   target.innerHTML = `<div class="scroll"><table><tr>${cols.map((c) => `<th>${esc(c)}</th>`).join("")}</tr>${report.rows
     .map((r) => `<tr>${cols.map((c) => `<td>${esc(r[c])}</td>`).join("")}</tr>`)
     .join("")}</table></div>`;
@@ -168,6 +168,49 @@ async function refreshAnalytics() {
   table(card(parent, "table-scraping", "Possible scraping"), "scraping", scraping);
 }
 
+const esc = (v) => String(v ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+const pct = (n, of) => (of > 0 ? `${((100 * n) / of).toFixed(0)}%` : "-");
+
+async function refreshProduct() {
+  const parent = document.getElementById("product");
+  const steps = document.getElementById("steps").value.trim() || "login,material-view";
+  const within = document.getElementById("within").value.trim() || "1d";
+  const q = (params) => new URLSearchParams(params).toString();
+  const [funnel, retention, abnormal] = await Promise.all([
+    getJson(`/v1/reports/funnel?${q({ steps, within })}`),
+    getJson(`/v1/reports/retention?${q({ cohort: "login", return: "material-view", period: "week" })}`),
+    getJson("/v1/reports/abnormal"),
+  ]);
+  const first = funnel.steps[0]?.users ?? 0;
+  categories(card(parent, "chart-funnel", `Funnel, within ${within} (users at each step)`), "funnel",
+    funnel.steps.map((s, i) => `${i + 1}. ${s.event_type} (${pct(s.users, first)})`), [funnel.steps.map((s) => s.users)], ["users"]);
+  if (!first) drawn.funnel = 0;
+
+  const triangle = card(parent, "table-retention", "Retention: weekly cohorts of login, back for material-view");
+  drawn.retention = retention.cohorts.length;
+  const width = Math.max(0, ...retention.cohorts.map((c) => c.returned.length));
+  triangle.innerHTML = retention.cohorts.length
+    ? `<div class="scroll"><table><tr><th>cohort</th><th>users</th>${[...Array(width).keys()].map((n) => `<th>week ${n}</th>`).join("")}</tr>${retention.cohorts
+        .map((c) => `<tr><td>${esc(c.cohort)}</td><td>${c.users}</td>${c.returned
+          .map((r) => `<td style="background:rgba(37,99,235,${(c.users ? r / c.users : 0) * 0.6})">${pct(r, c.users)}</td>`).join("")}</tr>`)
+        .join("")}</table></div>`
+    : `<p class="empty">no cohorts in this window</p>`;
+
+  const flagged = card(parent, "table-flagged", "Flagged users (last 24 hours)");
+  const rows = [
+    ...abnormal.account_sharing.users.map((u) => [u.user_id, "account sharing", u.score,
+      `${u.networks} networks, ${u.devices} devices within ${abnormal.account_sharing.window_secs} s: ${u.ip_addresses.join(" ")}`]),
+    ...abnormal.scraping.users.map((u) => [u.user_id, "scraping", u.score,
+      `${u.views} views, ${u.materials} materials, ${u.peak_per_minute} in a minute (${u.reasons.join(", ")})`]),
+  ];
+  drawn.flagged = rows.length;
+  flagged.innerHTML = rows.length
+    ? `<div class="scroll"><table><tr><th>user</th><th>why</th><th>score</th><th>evidence</th></tr>${rows
+        .map(([user, why, score, evidence]) => `<tr><td><a href="?user=${encodeURIComponent(user)}">${esc(user)}</a></td><td>${why}</td><td>${score.toFixed(1)}</td><td>${esc(evidence)}</td></tr>`)
+        .join("")}</table></div>`
+    : `<p class="empty">nobody flagged</p>`;
+}
+
 async function refreshHeader() {
   const [status, alarms] = await Promise.all([getJson("/v1/status"), getJson("/v1/alarms")]);
   const d = status.delivery ?? {};
@@ -193,7 +236,6 @@ async function lookup(user) {
     target.innerHTML = `<p class="empty">no events for user ${user.replace(/[&<>]/g, "")}</p>`;
     return;
   }
-  const esc = (v) => String(v ?? "").replace(/[&<>]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;" })[c]);
   const dev = (e) => e.device ?? {};
   target.innerHTML = `<table><tr><th>time</th><th>type</th><th>IP</th><th>device</th><th>browser</th><th>OS</th></tr>${page.events
     .map((e) => `<tr><td>${esc(e.event_at)}</td><td>${esc(e.event_type)}</td><td>${esc(e.ip_address)}</td><td>${esc(dev(e).type)}</td>` +
@@ -202,7 +244,7 @@ async function lookup(user) {
 }
 
 async function refresh() {
-  const results = await Promise.allSettled([refreshHeader(), refreshPipeline(), refreshAnalytics()]);
+  const results = await Promise.allSettled([refreshHeader(), refreshPipeline(), refreshAnalytics(), refreshProduct()]);
   for (const r of results) if (r.status === "rejected") errors.push(String(r.reason));
   document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   document.getElementById("selfcheck").textContent = JSON.stringify({ drawn, lookup: lookupRows, errors });
@@ -214,6 +256,10 @@ document.getElementById("keyform").addEventListener("submit", (e) => {
   document.getElementById("keyform").hidden = true;
   errors.length = 0;
   refresh();
+});
+document.getElementById("funnelform").addEventListener("submit", (e) => {
+  e.preventDefault();
+  refreshProduct().catch((err) => errors.push(String(err)));
 });
 document.getElementById("lookup").addEventListener("submit", (e) => {
   e.preventDefault();

@@ -277,13 +277,15 @@ async fn the_dashboard_draws_every_chart_in_a_real_browser() {
         "devices",
         "os",
         "browsers",
+        "funnel",
+        "retention",
     ] {
         assert!(
             check["drawn"][chart].as_u64().unwrap_or(0) > 0,
             "chart {chart} drew nothing: {check}"
         );
     }
-    for table in ["sharing", "scraping", "alarms"] {
+    for table in ["sharing", "scraping", "alarms", "flagged"] {
         assert!(check["drawn"][table].is_u64(), "{table} missing: {check}");
     }
     assert!(check["lookup"].as_u64().unwrap_or(0) > 0, "{check}");
