@@ -22,6 +22,8 @@ use super::scan;
 use crate::Engine;
 
 const DAY_MICROS: i64 = 86_400_000_000;
+/// Periods one retention may span (ten years by day).
+const MAX_PERIODS: i64 = 3660;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -116,12 +118,19 @@ impl RetentionSpec {
             default_days,
             now,
         )?;
-        Ok(RetentionSpec {
+        let spec = RetentionSpec {
             cohort,
             returning,
             period,
             range,
-        })
+        };
+        if spec.periods() > MAX_PERIODS {
+            return Err(AnalyticsError::invalid(
+                "from",
+                format!("the range holds {} {}s; at most {MAX_PERIODS}", spec.periods(), period.name()),
+            ));
+        }
+        Ok(spec)
     }
 
     /// The triangle as one SQL statement (Athena and tracklake): a row per
@@ -140,20 +149,46 @@ impl RetentionSpec {
         )
     }
 
-    /// A row per user: their first cohort event, and their return events.
+    /// The periods of the range, numbered from the one holding `from`.
+    fn periods(&self) -> i64 {
+        let p = self.period;
+        p.index(self.range.to_micros()) - p.index(self.range.from_micros()) + 1
+    }
+
+    /// A row per user: their first cohort event, and the periods of their
+    /// return events as bits (`w0`: periods 0 to 63 of the range, `w1`
+    /// the next 64, …), so that the engine's plain aggregates (`min`,
+    /// `bit_or`) do all the grouping.
     fn scan_sql(&self) -> String {
         let types = if self.cohort == self.returning {
             quote(&self.cohort)
         } else {
             format!("{}, {}", quote(&self.cohort), quote(&self.returning))
         };
+        let p = self.period;
+        let start = p.start(p.index(self.range.from_micros()));
+        let start = start.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_micros();
+        let length = match p {
+            Period::Day => DAY_MICROS,
+            Period::Week => 7 * DAY_MICROS,
+        };
+        let words: Vec<String> = (0..(self.periods() + 63) / 64)
+            .map(|w| {
+                format!(
+                    ", bit_or(CASE WHEN event_type = {r} AND p >= {lo} AND p < {hi} THEN CAST(1 AS BIGINT) << (p - {lo}) END) AS w{w}",
+                    r = quote(&self.returning),
+                    lo = w * 64,
+                    hi = w * 64 + 64,
+                )
+            })
+            .collect();
         format!(
-            "SELECT min(CASE WHEN event_type = {c} THEN event_at END) AS first, \
-             array_agg(CAST(event_at AS BIGINT)) FILTER (WHERE event_type = {r}) AS returns \
-             FROM events WHERE event_type IN ({types}) AND {} GROUP BY user_id",
+            "SELECT min(CASE WHEN event_type = {c} THEN event_at END) AS first{} \
+             FROM (SELECT user_id, event_type, event_at, (CAST(event_at AS BIGINT) - {start}) / {length} AS p \
+             FROM events WHERE event_type IN ({types}) AND {}) e GROUP BY user_id",
+            words.concat(),
             self.range.sql("event_at"),
             c = quote(&self.cohort),
-            r = quote(&self.returning),
         )
     }
 }
@@ -201,29 +236,24 @@ pub(crate) async fn run(
     let started = Instant::now();
     let period = spec.period;
     let last = period.index(spec.range.to_micros());
+    let first_period = period.index(spec.range.from_micros());
     let tallies = scan::per_partition(engine, &spec.scan_sql(), move |batch, tally: &mut Tally| {
-        let (first, returns) = (scan::micros(batch, 0)?, scan::int_lists(batch, 1)?);
-        let mut periods: Vec<usize> = Vec::new();
+        let first = scan::micros(batch, 0)?;
+        let words: Vec<_> = (1..batch.num_columns()).map(|i| scan::ints(batch, i)).collect::<Result<_, _>>()?;
+        let returned = |user: usize, q: i64| match usize::try_from(q / 64).ok().and_then(|w| words.get(w)) {
+            Some(word) => q >= 0 && word.is_valid(user) && (word.value(user) >> (q % 64)) & 1 == 1,
+            None => false,
+        };
         for user in 0..batch.num_rows() {
             if first.is_null(user) {
                 continue;
             }
             let p = period.index(first.value(user));
             let columns = (last - p + 1).max(1) as usize;
-            periods.clear();
-            periods.extend(
-                returns
-                    .row(user)
-                    .iter()
-                    .filter_map(|&t| usize::try_from(period.index(t) - p).ok())
-                    .filter(|&n| n < columns),
-            );
-            periods.sort_unstable();
-            periods.dedup();
             let cohort = tally.cohort(period, p, columns);
             cohort.users += 1;
-            for &n in &periods {
-                cohort.returned[n] += 1;
+            for (n, count) in cohort.returned.iter_mut().enumerate() {
+                *count += u64::from(returned(user, p - first_period + n as i64));
             }
         }
         Ok(())

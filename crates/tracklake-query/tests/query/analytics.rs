@@ -124,8 +124,7 @@ fn range() -> TimeRange {
     }
 }
 
-fn in_range(e: &Event) -> bool {
-    let r = range();
+fn in_range(e: &Event, r: &TimeRange) -> bool {
     e.event_at >= r.from && e.event_at <= r.to
 }
 
@@ -137,8 +136,12 @@ fn user_of(e: &Event) -> String {
 }
 
 fn by_user(events: &[Event]) -> BTreeMap<String, Vec<&Event>> {
+    users_in(events, &range())
+}
+
+fn users_in<'a>(events: &'a [Event], r: &TimeRange) -> BTreeMap<String, Vec<&'a Event>> {
     let mut users: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
-    for e in events.iter().filter(|e| in_range(e)) {
+    for e in events.iter().filter(|e| in_range(e, r)) {
         users.entry(user_of(e)).or_default().push(e);
     }
     for list in users.values_mut() {
@@ -320,14 +323,15 @@ fn brute_retention(
     cohort: &str,
     ret: &str,
     period: Period,
+    r: &TimeRange,
 ) -> BTreeMap<NaiveDate, (u64, Vec<u64>)> {
     let step = match period {
         Period::Day => 1,
         Period::Week => 7,
     };
-    let last = period_start(period, range().to);
+    let last = period_start(period, r.to);
     let mut out: BTreeMap<NaiveDate, (u64, Vec<u64>)> = BTreeMap::new();
-    for events in by_user(events).values() {
+    for events in users_in(events, r).values() {
         let Some(first) = events.iter().find(|e| e.event_type == cohort) else {
             continue;
         };
@@ -352,17 +356,23 @@ fn brute_retention(
 async fn retention_matches_brute_force_and_its_sql() {
     let events = random_events(3);
     let (_setup, engine, analytics) = setup(&events).await;
-    for (cohort, ret, period) in [
-        ("login", "material-view", Period::Week),
-        ("login", "material-view", Period::Day),
-        ("a", "a", Period::Day),
-        ("b", "c", Period::Week),
+    // Over 64 days back: the periods of the events are past the first 64.
+    let wide = TimeRange {
+        from: range().from - Duration::days(80),
+        ..range()
+    };
+    for (cohort, ret, period, range) in [
+        ("login", "material-view", Period::Week, range()),
+        ("login", "material-view", Period::Day, range()),
+        ("a", "a", Period::Day, range()),
+        ("b", "c", Period::Week, range()),
+        ("login", "material-view", Period::Day, wide),
     ] {
         let spec = RetentionSpec {
             cohort: cohort.into(),
             returning: ret.into(),
             period,
-            range: range(),
+            range,
         };
         let answer = analytics.retention(&spec).await.unwrap();
         let got: BTreeMap<NaiveDate, (u64, Vec<u64>)> = answer
@@ -370,7 +380,7 @@ async fn retention_matches_brute_force_and_its_sql() {
             .iter()
             .map(|c| (c.cohort, (c.users, c.returned.clone())))
             .collect();
-        let expected = brute_retention(&events, cohort, ret, period);
+        let expected = brute_retention(&events, cohort, ret, period, &range);
         assert_eq!(got, expected, "{cohort} → {ret} by {period:?}");
         assert!(expected.len() > 1);
         // The SQL's rows are the triangle's non-zero cells.
