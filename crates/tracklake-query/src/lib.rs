@@ -249,14 +249,7 @@ impl Engine {
         &self,
         sql: &str,
     ) -> Result<Vec<datafusion::execution::SendableRecordBatchStream>, Error> {
-        // Each group keeps every value (`array_agg`): aggregating before the
-        // repartition by group copies them all twice and saves nothing.
-        let mut state = self.ctx.state();
-        let execution = &mut state.config_mut().options_mut().execution;
-        execution.skip_partial_aggregation_probe_ratio_threshold = 0.0;
-        execution.skip_partial_aggregation_probe_rows_threshold = 0;
-        let ctx = SessionContext::new_with_state(state);
-        let frame = ctx.sql_with_options(sql, read_only()).await?;
+        let frame = self.ctx.sql_with_options(sql, read_only()).await?;
         Ok(frame.execute_stream_partitioned().await?)
     }
 

@@ -127,7 +127,11 @@ impl RetentionSpec {
         if spec.periods() > MAX_PERIODS {
             return Err(AnalyticsError::invalid(
                 "from",
-                format!("the range holds {} {}s; at most {MAX_PERIODS}", spec.periods(), period.name()),
+                format!(
+                    "the range holds {} {}s; at most {MAX_PERIODS}",
+                    spec.periods(),
+                    period.name()
+                ),
             ));
         }
         Ok(spec)
@@ -167,7 +171,10 @@ impl RetentionSpec {
         };
         let p = self.period;
         let start = p.start(p.index(self.range.from_micros()));
-        let start = start.and_time(chrono::NaiveTime::MIN).and_utc().timestamp_micros();
+        let start = start
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_micros();
         let length = match p {
             Period::Day => DAY_MICROS,
             Period::Week => 7 * DAY_MICROS,
@@ -175,20 +182,21 @@ impl RetentionSpec {
         let words: Vec<String> = (0..(self.periods() + 63) / 64)
             .map(|w| {
                 format!(
-                    ", bit_or(CASE WHEN event_type = {r} AND p >= {lo} AND p < {hi} THEN CAST(1 AS BIGINT) << (p - {lo}) END) AS w{w}",
-                    r = quote(&self.returning),
+                    ", bit_or(CAST(1 AS BIGINT) << (p - {lo})) FILTER (WHERE r AND p >= {lo} AND p < {hi}) AS w{w}",
                     lo = w * 64,
                     hi = w * 64 + 64,
                 )
             })
             .collect();
         format!(
-            "SELECT min(CASE WHEN event_type = {c} THEN event_at END) AS first{} \
-             FROM (SELECT user_id, event_type, event_at, (CAST(event_at AS BIGINT) - {start}) / {length} AS p \
+            "SELECT min(event_at) FILTER (WHERE c) AS first{} \
+             FROM (SELECT user_id, event_at, event_type = {c} AS c, event_type = {r} AS r, \
+             (CAST(event_at AS BIGINT) - {start}) / {length} AS p \
              FROM events WHERE event_type IN ({types}) AND {}) e GROUP BY user_id",
             words.concat(),
             self.range.sql("event_at"),
             c = quote(&self.cohort),
+            r = quote(&self.returning),
         )
     }
 }
@@ -239,8 +247,13 @@ pub(crate) async fn run(
     let first_period = period.index(spec.range.from_micros());
     let tallies = scan::per_partition(engine, &spec.scan_sql(), move |batch, tally: &mut Tally| {
         let first = scan::micros(batch, 0)?;
-        let words: Vec<_> = (1..batch.num_columns()).map(|i| scan::ints(batch, i)).collect::<Result<_, _>>()?;
-        let returned = |user: usize, q: i64| match usize::try_from(q / 64).ok().and_then(|w| words.get(w)) {
+        let words: Vec<_> = (1..batch.num_columns())
+            .map(|i| scan::ints(batch, i))
+            .collect::<Result<_, _>>()?;
+        let returned = |user: usize, q: i64| match usize::try_from(q / 64)
+            .ok()
+            .and_then(|w| words.get(w))
+        {
             Some(word) => q >= 0 && word.is_valid(user) && (word.value(user) >> (q % 64)) & 1 == 1,
             None => false,
         };
