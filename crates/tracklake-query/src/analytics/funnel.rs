@@ -209,7 +209,7 @@ impl FunnelSpec {
             None => format!("array_agg({packed})"),
         };
         format!(
-            "SELECT {agg} AS events FROM events WHERE event_type IN ({}) AND {} GROUP BY user_id",
+            "SELECT {agg} AS events FROM events WHERE event_type IN ({}) AND {} GROUP BY arrow_cast(user_id, 'Utf8View')",
             self.in_list(),
             self.range.sql("event_at")
         )

@@ -192,7 +192,7 @@ impl RetentionSpec {
             "SELECT min(event_at) FILTER (WHERE c) AS first{} \
              FROM (SELECT user_id, event_at, event_type = {c} AS c, event_type = {r} AS r, \
              (CAST(event_at AS BIGINT) - {start}) / {length} AS p \
-             FROM events WHERE event_type IN ({types}) AND {}) e GROUP BY user_id",
+             FROM events WHERE event_type IN ({types}) AND {}) e GROUP BY arrow_cast(user_id, 'Utf8View')",
             words.concat(),
             self.range.sql("event_at"),
             c = quote(&self.cohort),
