@@ -179,6 +179,13 @@ fn chains(
     }
 }
 
+/// Users per step, the medians between steps, users per step by group.
+type BruteFunnel = (
+    Vec<u64>,
+    Vec<Option<f64>>,
+    BTreeMap<Option<String>, Vec<u64>>,
+);
+
 /// The funnel by its definition: per user, the deepest chain; the chain
 /// that decides is the earliest first event reaching that depth (then the
 /// smallest breakdown value), and from it the earliest times.
@@ -187,11 +194,7 @@ fn brute_funnel(
     steps: &[&str],
     within: Duration,
     breakdown: bool,
-) -> (
-    Vec<u64>,
-    Vec<Option<f64>>,
-    BTreeMap<Option<String>, Vec<u64>>,
-) {
+) -> BruteFunnel {
     let mut reached = vec![0u64; steps.len()];
     let mut gaps: Vec<Vec<i64>> = vec![Vec::new(); steps.len()];
     let mut groups: BTreeMap<Option<String>, Vec<u64>> = BTreeMap::new();

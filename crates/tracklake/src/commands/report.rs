@@ -87,12 +87,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     runner.close().await?;
     let answer = answer?;
     match (format, analytics) {
-        (Format::Json, _) => print(&answer, Format::Json),
-        (_, Some(Report::Funnel)) => Ok(print_funnel(&answer)),
-        (_, Some(Report::Retention)) => Ok(print_retention(&answer)),
-        (_, Some(Report::Abnormal)) => Ok(print_abnormal(&answer)),
-        (format, None) => print(&answer, format),
+        (Format::Json, _) => return print(&answer, Format::Json),
+        (_, Some(Report::Funnel)) => print_funnel(&answer),
+        (_, Some(Report::Retention)) => print_retention(&answer),
+        (_, Some(Report::Abnormal)) => print_abnormal(&answer),
+        (format, None) => return print(&answer, format),
     }
+    Ok(())
 }
 
 async fn fetch(

@@ -47,7 +47,8 @@ impl ScrapingConfig {
         if !plain(&self.event_type) || !plain(&self.material_property) {
             return Err("analytics.scraping: event_type and material_property are names of letters, digits, _, - and .".into());
         }
-        if !(self.times_median >= 1.0) || self.max_per_minute == 0 {
+        // NaN is refused with the rest.
+        if self.times_median.is_nan() || self.times_median < 1.0 || self.max_per_minute == 0 {
             return Err(
                 "analytics.scraping: times_median must be at least 1 and max_per_minute at least 1"
                     .into(),
