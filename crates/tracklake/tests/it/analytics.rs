@@ -94,42 +94,14 @@ async fn reports_over_the_api_and_the_cli() {
     assert_eq!(counts, [5, 2, 2], "{rows}");
 
     // The CLI prints the same (JSON) answer.
-    let out = stdout_of(Command::new(BIN).args([
-        "report",
-        "funnel",
-        "--steps",
-        "a,b,c",
-        "--within",
-        "1h",
-        "--from",
+    let cli = funnel_cli(
         &from,
-        "--to",
         &to,
-        "--format",
-        "json",
-        "--data-dir",
-        &data_dir,
-        "--url",
-        &s.url,
-    ]));
-    let cli: Value = serde_json::from_str(&out).unwrap();
+        &["--format", "json", "--data-dir", &data_dir, "--url", &s.url],
+    );
+    let cli: Value = serde_json::from_str(&cli).unwrap();
     assert_eq!(users(&cli), [5, 2, 2]);
-    let table = stdout_of(Command::new(BIN).args([
-        "report",
-        "funnel",
-        "--steps",
-        "a,b,c",
-        "--within",
-        "1h",
-        "--from",
-        &from,
-        "--to",
-        &to,
-        "--data-dir",
-        &data_dir,
-        "--url",
-        &s.url,
-    ]));
+    let table = funnel_cli(&from, &to, &["--data-dir", &data_dir, "--url", &s.url]);
     assert!(
         table
             .lines()
@@ -240,24 +212,19 @@ async fn reports_over_the_api_and_the_cli() {
     s.stop();
 
     // With no server, the CLI opens the data directory itself.
-    let out = stdout_of(Command::new(BIN).args([
-        "report",
-        "funnel",
-        "--steps",
-        "a,b,c",
-        "--within",
-        "1h",
-        "--from",
-        &from,
-        "--to",
-        &to,
-        "--format",
-        "json",
-        "--data-dir",
-        &data_dir,
-    ]));
-    let local: Value = serde_json::from_str(&out).unwrap();
+    let local = funnel_cli(&from, &to, &["--format", "json", "--data-dir", &data_dir]);
+    let local: Value = serde_json::from_str(&local).unwrap();
     assert_eq!(users(&local), [4, 1, 1]);
+}
+
+/// `tracklake report funnel` for steps a, b, c within an hour.
+fn funnel_cli(from: &str, to: &str, more: &[&str]) -> String {
+    stdout_of(
+        Command::new(BIN)
+            .args(["report", "funnel", "--steps", "a,b,c", "--within", "1h"])
+            .args(["--from", from, "--to", to])
+            .args(more),
+    )
 }
 
 fn urlencode(text: &str) -> String {

@@ -174,6 +174,18 @@ fn user_events(lists: &scan::StructLists, user: usize) -> Result<UserEvents, Ana
     Ok(out)
 }
 
+/// Keeps the [`MAX_LISTED`] highest scores (then user ids in order);
+/// returns how many there were.
+fn most_suspect<T>(flagged: &mut Vec<T>, key: impl Fn(&T) -> (f64, &String)) -> usize {
+    flagged.sort_by(|a, b| {
+        let (a, b) = (key(a), key(b));
+        b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1))
+    });
+    let count = flagged.len();
+    flagged.truncate(MAX_LISTED);
+    count
+}
+
 pub(super) fn time(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
@@ -231,13 +243,7 @@ async fn sharing_answer(
     )
     .await?;
     let mut flagged: Vec<SharingUser> = tallies.into_iter().flatten().collect();
-    flagged.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.user_id.cmp(&b.user_id))
-    });
-    let count = flagged.len();
-    flagged.truncate(MAX_LISTED);
+    let count = most_suspect(&mut flagged, |u| (u.score, &u.user_id));
     Ok(SharingAnswer {
         config: config.clone(),
         flagged: count,
@@ -283,13 +289,7 @@ async fn scraping_answer(
             scraping::score(config, &population, user, *views, *materials, *peak)
         })
         .collect();
-    flagged.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.user_id.cmp(&b.user_id))
-    });
-    let count = flagged.len();
-    flagged.truncate(MAX_LISTED);
+    let count = most_suspect(&mut flagged, |u| (u.score, &u.user_id));
     add_scraping_evidence(engine, config, range, &mut flagged).await?;
     Ok(ScrapingAnswer {
         config: config.clone(),
