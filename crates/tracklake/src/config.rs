@@ -149,6 +149,12 @@ pub fn load(
     }
     let config: Config = figment.extract().context("reading the configuration")?;
     config.analytics.check().map_err(anyhow::Error::msg)?;
+    for (_, name) in tracklake_query::analytics::Report::ALL {
+        anyhow::ensure!(
+            !config.query.reports.contains_key(name),
+            "[query.reports.{name}]: {name} is a built-in analytics report (GET /v1/reports/{name}); give yours another name"
+        );
+    }
     Ok(config)
 }
 
@@ -173,6 +179,12 @@ mod tests {
         std::fs::write(&file, "[analytics.sharing]\nmin_networks = 1\n").unwrap();
         let e = load(Some(&file), None, None).unwrap_err();
         assert!(format!("{e:#}").contains("min_networks"), "{e:#}");
+        std::fs::write(&file, "[query.reports.funnel]\nsql = \"SELECT 1\"\n").unwrap();
+        let e = load(Some(&file), None, None).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("built-in analytics report"),
+            "{e:#}"
+        );
         std::fs::write(&file, "[analytics.scraping]\nmin_views = 20\n").unwrap();
         assert_eq!(
             load(Some(&file), None, None)
