@@ -356,8 +356,7 @@ impl Sql for SqlView {
         params: BTreeMap<String, String>,
     ) -> BoxFuture<'a, Result<serde_json::Value, SqlError>> {
         Box::pin(async move {
-            let Some((report, _)) = Report::ALL.into_iter().find(|(_, name)| *name == report)
-            else {
+            let Some(report) = Report::from_name(report) else {
                 return Err(SqlError::NotFound(format!(
                     "no analytics report named {report:?}"
                 )));

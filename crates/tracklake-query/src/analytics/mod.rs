@@ -60,11 +60,12 @@ impl Report {
         (Report::Abnormal, "abnormal"),
     ];
 
-    pub fn name(self) -> &'static str {
+    /// The report the API and the CLI call `name`.
+    pub fn from_name(name: &str) -> Option<Report> {
         Report::ALL
-            .iter()
-            .find(|(r, _)| *r == self)
-            .map_or("", |(_, n)| n)
+            .into_iter()
+            .find(|(_, n)| *n == name)
+            .map(|(r, _)| r)
     }
 }
 
@@ -77,10 +78,6 @@ pub struct Analytics {
 impl Analytics {
     pub fn new(engine: Arc<Engine>, config: abnormal::AbnormalConfig) -> Analytics {
         Analytics { engine, config }
-    }
-
-    pub fn config(&self) -> &abnormal::AbnormalConfig {
-        &self.config
     }
 
     pub async fn funnel(
@@ -119,23 +116,20 @@ impl Analytics {
             }
             Report::Abnormal => {
                 params::known(params, &["from", "to"])?;
-                let hours = i64::try_from(self.config.check_hours).unwrap_or(24);
                 let range = TimeRange::parse(
                     params.get("from").map(String::as_str),
                     params.get("to").map(String::as_str),
-                    0,
+                    self.check_window(),
                     now,
-                )
-                .map(|r| match params.get("from") {
-                    Some(_) => r,
-                    None => TimeRange {
-                        from: r.to - chrono::Duration::hours(hours),
-                        to: r.to,
-                    },
-                })?;
+                )?;
                 json(serde_json::to_value(self.abnormal(&range).await?))
             }
         }
+    }
+
+    /// What an abnormal-behaviour check covers: the last `check_hours`.
+    fn check_window(&self) -> chrono::Duration {
+        chrono::Duration::hours(i64::try_from(self.config.check_hours).unwrap_or(24))
     }
 
     /// Checks for abnormal behaviour every `check_interval_secs` (over the
@@ -154,9 +148,8 @@ impl Analytics {
                 _ = stop.changed() => return,
             }
             let to = Utc::now();
-            let hours = i64::try_from(self.config.check_hours).unwrap_or(24);
             let range = TimeRange {
-                from: to - chrono::Duration::hours(hours),
+                from: to - self.check_window(),
                 to,
             };
             let answer = match self.abnormal(&range).await {

@@ -16,11 +16,11 @@ pub struct TimeRange {
 impl TimeRange {
     /// `from` and `to` as RFC 3339 times or `YYYY-MM-DD` dates (a `from`
     /// date is its first microsecond, a `to` date its last). A missing
-    /// `to` is `now`; a missing `from` is `default_days` before `to`.
+    /// `to` is `now`; a missing `from` is `default` before `to`.
     pub fn parse(
         from: Option<&str>,
         to: Option<&str>,
-        default_days: i64,
+        default: Duration,
         now: DateTime<Utc>,
     ) -> Result<TimeRange, AnalyticsError> {
         let to = match to {
@@ -29,7 +29,7 @@ impl TimeRange {
         };
         let from = match from {
             Some(text) => instant("from", text, false)?,
-            None => to - Duration::days(default_days),
+            None => to - default,
         };
         if from > to {
             return Err(AnalyticsError::invalid(
@@ -167,8 +167,8 @@ pub(crate) fn event_types(
         return Err(AnalyticsError::invalid(
             field,
             format!(
-                "{:?}… is longer than an event type can be (128)",
-                &long[..32]
+                "{:?}… is longer than an event type can be (128 bytes)",
+                long.chars().take(32).collect::<String>()
             ),
         ));
     }
@@ -182,10 +182,16 @@ mod tests {
     #[test]
     fn ranges() {
         let now = "2026-12-03T10:00:00Z".parse::<DateTime<Utc>>().unwrap();
-        let r = TimeRange::parse(None, None, 7, now).unwrap();
+        let r = TimeRange::parse(None, None, Duration::days(7), now).unwrap();
         assert_eq!(r.to, now);
         assert_eq!(r.from, now - Duration::days(7));
-        let r = TimeRange::parse(Some("2026-11-01"), Some("2026-11-30"), 7, now).unwrap();
+        let r = TimeRange::parse(
+            Some("2026-11-01"),
+            Some("2026-11-30"),
+            Duration::days(7),
+            now,
+        )
+        .unwrap();
         assert_eq!(r.from.to_rfc3339(), "2026-11-01T00:00:00+00:00");
         assert_eq!(
             r.to_micros() + 1,
@@ -198,9 +204,15 @@ mod tests {
             r.sql("event_at"),
             "event_at >= TIMESTAMP '2026-11-01 00:00:00.000000' AND event_at <= TIMESTAMP '2026-11-30 23:59:59.999999'"
         );
-        let e = TimeRange::parse(Some("2026-12-02"), Some("2026-12-01"), 7, now).unwrap_err();
+        let e = TimeRange::parse(
+            Some("2026-12-02"),
+            Some("2026-12-01"),
+            Duration::days(7),
+            now,
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("from: "), "{e}");
-        let e = TimeRange::parse(Some("yesterday"), None, 7, now).unwrap_err();
+        let e = TimeRange::parse(Some("yesterday"), None, Duration::days(7), now).unwrap_err();
         assert!(e.to_string().contains("RFC 3339"), "{e}");
     }
 
@@ -225,5 +237,9 @@ mod tests {
         assert_eq!(event_types("steps", "a, b", 3).unwrap(), ["a", "b"]);
         assert!(event_types("steps", "a,,b", 3).is_err());
         assert!(event_types("steps", "a,b,c,d", 3).is_err());
+        // Cut where a character ends, not at a byte.
+        let long = "é".repeat(100);
+        let e = event_types("steps", &long, 3).unwrap_err();
+        assert!(e.to_string().contains(&"é".repeat(32)), "{e}");
     }
 }

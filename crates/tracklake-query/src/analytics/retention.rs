@@ -108,14 +108,14 @@ impl RetentionSpec {
             Some(text) => Period::parse(text)?,
             None => Period::Week,
         };
-        let default_days = match period {
-            Period::Day => 30,
-            Period::Week => 56,
+        let default = match period {
+            Period::Day => chrono::Duration::days(30),
+            Period::Week => chrono::Duration::weeks(8),
         };
         let range = TimeRange::parse(
             params.get("from").map(String::as_str),
             params.get("to").map(String::as_str),
-            default_days,
+            default,
             now,
         )?;
         let spec = RetentionSpec {

@@ -122,21 +122,30 @@ pub(crate) struct IntLists<'a> {
 
 impl IntLists<'_> {
     pub fn row(&self, i: usize) -> &[i64] {
-        if self.lists.is_null(i) {
-            return &[];
-        }
-        let offsets = self.lists.value_offsets();
-        let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
-        &self.values.values()[start..end]
+        &self.values.values()[range(self.lists, i)]
+    }
+}
+
+/// Where row `i`'s list is among the list's values (none when null).
+fn range(lists: &ListArray, i: usize) -> std::ops::Range<usize> {
+    if lists.is_null(i) {
+        return 0..0;
+    }
+    let offsets = lists.value_offsets();
+    offsets[i] as usize..offsets[i + 1] as usize
+}
+
+/// Column `i` as a list, and its name for errors.
+fn list(batch: &RecordBatch, i: usize) -> Result<(&ListArray, String), AnalyticsError> {
+    let name = batch.schema().field(i).name().clone();
+    match batch.column(i).as_list_opt::<i32>() {
+        Some(lists) => Ok((lists, name)),
+        None => Err(unexpected(&name, "a list", batch.column(i).data_type())),
     }
 }
 
 pub(crate) fn int_lists(batch: &RecordBatch, i: usize) -> Result<IntLists<'_>, AnalyticsError> {
-    let name = batch.schema().field(i).name().clone();
-    let lists = batch
-        .column(i)
-        .as_list_opt::<i32>()
-        .ok_or_else(|| unexpected(&name, "a list", batch.column(i).data_type()))?;
+    let (lists, name) = list(batch, i)?;
     let values = lists
         .values()
         .as_primitive_opt::<Int64Type>()
@@ -148,16 +157,12 @@ pub(crate) fn int_lists(batch: &RecordBatch, i: usize) -> Result<IntLists<'_>, A
 /// and each row's range of them.
 pub(crate) struct StructLists<'a> {
     lists: &'a ListArray,
-    pub fields: &'a StructArray,
+    fields: &'a StructArray,
 }
 
 impl StructLists<'_> {
     pub fn range(&self, i: usize) -> std::ops::Range<usize> {
-        if self.lists.is_null(i) {
-            return 0..0;
-        }
-        let offsets = self.lists.value_offsets();
-        offsets[i] as usize..offsets[i + 1] as usize
+        range(self.lists, i)
     }
 
     pub fn ints(&self, field: usize) -> Result<&Int64Array, AnalyticsError> {
@@ -178,11 +183,7 @@ pub(crate) fn struct_lists(
     batch: &RecordBatch,
     i: usize,
 ) -> Result<StructLists<'_>, AnalyticsError> {
-    let name = batch.schema().field(i).name().clone();
-    let lists = batch
-        .column(i)
-        .as_list_opt::<i32>()
-        .ok_or_else(|| unexpected(&name, "a list", batch.column(i).data_type()))?;
+    let (lists, name) = list(batch, i)?;
     let fields = lists
         .values()
         .as_struct_opt()

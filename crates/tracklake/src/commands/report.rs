@@ -71,10 +71,7 @@ impl Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let params = args.params();
-    let analytics = Report::ALL
-        .into_iter()
-        .find(|(_, n)| *n == args.name)
-        .map(|(r, _)| r);
+    let analytics = Report::from_name(&args.name);
     if analytics.is_none() && !params.is_empty() {
         bail!(
             "{} is a named report and takes no parameters (funnel, retention and abnormal do)",
@@ -134,6 +131,12 @@ fn text(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// A JSON array's items as text, joined.
+fn joined(items: &Value, separator: &str) -> String {
+    let items: Vec<String> = items.as_array().into_iter().flatten().map(text).collect();
+    items.join(separator)
 }
 
 fn percent(part: &Value, whole: u64) -> String {
@@ -249,19 +252,13 @@ fn print_abnormal(answer: &Value) {
         .into_iter()
         .flatten()
         .map(|u| {
-            let ips: Vec<String> = u["ip_addresses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(text)
-                .collect();
             vec![
                 text(&u["user_id"]),
                 format!("{:.2}", u["score"].as_f64().unwrap_or_default()),
                 text(&u["networks"]),
                 text(&u["devices"]),
                 text(&u["window_start"]),
-                ips.join(" "),
+                joined(&u["ip_addresses"], " "),
             ]
         })
         .collect();
@@ -288,16 +285,10 @@ fn print_abnormal(answer: &Value) {
         .into_iter()
         .flatten()
         .map(|u| {
-            let reasons: Vec<String> = u["reasons"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(text)
-                .collect();
             vec![
                 text(&u["user_id"]),
                 format!("{:.2}", u["score"].as_f64().unwrap_or_default()),
-                reasons.join(","),
+                joined(&u["reasons"], ","),
                 text(&u["views"]),
                 text(&u["materials"]),
                 text(&u["peak_per_minute"]),

@@ -127,7 +127,7 @@ impl FunnelSpec {
         let range = TimeRange::parse(
             params.get("from").map(String::as_str),
             params.get("to").map(String::as_str),
-            30,
+            Duration::days(30),
             now,
         )?;
         let breakdown = params
