@@ -159,6 +159,7 @@ impl Engine {
             lake.store(),
         );
         presto::register(&ctx);
+        ctx.register_udaf(analytics::sorted_agg::udaf());
         let table = table.filter(|_| config.fresh);
         // Relative local paths in [query.locations] are inside the data dir.
         let mut config = config.clone();

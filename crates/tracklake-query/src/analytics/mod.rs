@@ -13,6 +13,7 @@ pub mod funnel;
 mod params;
 pub mod retention;
 mod scan;
+pub(crate) mod sorted_agg;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

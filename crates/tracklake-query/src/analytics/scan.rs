@@ -1,5 +1,6 @@
 //! One query whose answer has a row per user (the engine groups by
-//! `user_id` and `array_agg`s what each report needs), read on a task per
+//! `user_id` and gathers what each report needs into lists, with
+//! `array_agg` or [`super::sorted_agg`]), read on a task per
 //! partition of the plan, each folding its rows into its own tally.
 //!
 //! The grouping is DataFusion's: it hashes a batch at a time and runs on
@@ -114,7 +115,7 @@ pub(crate) fn ints(batch: &RecordBatch, i: usize) -> Result<&Int64Array, Analyti
         .ok_or_else(|| unexpected(batch.schema().field(i).name(), "BIGINT", column.data_type()))
 }
 
-/// Column `i`, an `array_agg` of integers: each row's list as a slice.
+/// Column `i`, lists of integers: each row's list as a slice.
 pub(crate) struct IntLists<'a> {
     lists: &'a ListArray,
     values: &'a Int64Array,

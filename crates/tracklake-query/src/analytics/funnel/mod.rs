@@ -200,7 +200,9 @@ impl FunnelSpec {
     }
 
     /// A row per user: their events in range, each `at * 16 + kind` (so
-    /// they sort by time, then step type), with the breakdown's value.
+    /// they sort by time, then step type), in that order
+    /// ([`super::sorted_agg`]); with a breakdown, `(packed, value)` pairs
+    /// in any order.
     fn scan_sql(&self) -> String {
         let kinds: String = self
             .kinds()
@@ -211,7 +213,7 @@ impl FunnelSpec {
         let packed = format!("CAST(event_at AS BIGINT) * 16 + CASE event_type{kinds} END");
         let agg = match &self.breakdown {
             Some(b) => format!("array_agg(struct({packed}, {}))", b.sql()),
-            None => format!("array_agg({packed})"),
+            None => format!("{}({packed})", super::sorted_agg::NAME),
         };
         format!(
             "SELECT {agg} AS events FROM events WHERE event_type IN ({}) AND {} GROUP BY arrow_cast(user_id, 'Utf8View')",
