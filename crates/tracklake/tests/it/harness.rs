@@ -25,12 +25,19 @@ impl Server {
     pub fn start_with_env(data_dir: &Path, config: &str, env: &[(&str, &str)]) -> Server {
         let config_path = data_dir.with_extension("toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .envs(env.iter().copied())
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config_path)
             .arg("--data-dir")
-            .arg(data_dir)
+            .arg(data_dir);
+        Self::spawn(command)
+    }
+
+    /// Runs `command` (a `tracklake serve …`) until it names its address.
+    pub fn spawn(mut command: Command) -> Server {
+        let mut child = command
             .env("TRACKLAKE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
