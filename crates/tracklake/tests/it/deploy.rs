@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::harness::{BIN, Moto, Server, free_port, have, runs};
+use crate::harness::{BIN, Moto, Server, free_port, have, runs, stdout_of};
 
 const TEMPLATE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -49,17 +49,8 @@ async fn template_deploys_in_the_emulator() {
         return;
     }
     let moto = Moto::start(free_port()).await;
-    let out = Command::new("python3")
-        .arg(CHECK)
-        .arg(&moto.endpoint)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = stdout_of(Command::new("python3").arg(CHECK).arg(&moto.endpoint));
+    let made: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(made["stack_status"], "CREATE_COMPLETE", "{made}");
     // The emulator has no Firehose in CloudFormation; all else deployed.
     assert_eq!(made["dropped"], json!(["DeliveryStream"]));
@@ -223,21 +214,13 @@ async fn docker_image_runs_its_command_and_health_check() {
         return;
     }
     let dockerfile = format!("{ROOT}/deploy/docker/Dockerfile");
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import json, sys\nfrom dockerfile_parse import DockerfileParser\n\
-             print(json.dumps(DockerfileParser(path=sys.argv[1]).structure))",
-            &dockerfile,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let steps: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let out = stdout_of(Command::new("python3").args([
+        "-c",
+        "import json, sys\nfrom dockerfile_parse import DockerfileParser\n\
+         print(json.dumps(DockerfileParser(path=sys.argv[1]).structure))",
+        &dockerfile,
+    ]));
+    let steps: Vec<Value> = serde_json::from_str(&out).unwrap();
     let all = |name: &str| -> Vec<String> {
         steps
             .iter()
