@@ -149,6 +149,15 @@ fn default_rules() -> Vec<AlarmRule> {
             MissingData::NotBreaching,
             "the abnormal-behaviour check flagged users (GET /v1/reports/abnormal lists them)",
         ),
+        rule(
+            "disk_low",
+            names::DISK_REFUSING,
+            Statistic::Maximum,
+            0.0,
+            1,
+            MissingData::NotBreaching,
+            "a filesystem tracklake writes to fell under server.min_free_mib: events are refused until space is freed",
+        ),
     ]
 }
 

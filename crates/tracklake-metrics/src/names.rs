@@ -27,9 +27,11 @@ pub const HTTP_CONNECTIONS_OPEN: &str = "tracklake_http_connections_open";
 pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
 pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
 pub const FLAGGED_USERS: &str = "tracklake_flagged_users";
+pub const DISK_FREE_BYTES: &str = "tracklake_disk_free_bytes";
+pub const DISK_REFUSING: &str = "tracklake_disk_refusing_writes";
 
 /// Every name above, for checks that dashboards use real metrics.
-pub const ALL: [&str; 25] = [
+pub const ALL: [&str; 27] = [
     EVENTS_RECEIVED,
     EVENTS_STORED,
     EVENTS_DUPLICATE,
@@ -55,6 +57,8 @@ pub const ALL: [&str; 25] = [
     PROCESS_RSS,
     PROCESS_CPU,
     FLAGGED_USERS,
+    DISK_FREE_BYTES,
+    DISK_REFUSING,
 ];
 
 pub fn describe() {
@@ -109,6 +113,16 @@ pub fn describe() {
         DELIVERY_FAILED_PUTS,
         Unit::Count,
         "Failed lake file uploads (the article's failed_put_count)"
+    );
+    describe_gauge!(
+        DISK_FREE_BYTES,
+        Unit::Bytes,
+        "Free space on the filesystem of the data directory or the local lake (path: data, lake)"
+    );
+    describe_gauge!(
+        DISK_REFUSING,
+        Unit::Count,
+        "1 while events are refused because a filesystem is under server.min_free_mib"
     );
     describe_gauge!(
         FLAGGED_USERS,

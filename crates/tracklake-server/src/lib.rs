@@ -6,6 +6,7 @@
 mod auth;
 mod client;
 mod count;
+pub mod disk;
 mod error;
 mod limits;
 mod listen;
@@ -58,6 +59,10 @@ pub struct ServerConfig {
     /// Serve HTTPS with this PEM certificate chain and PEM private key.
     pub tls_cert: Option<std::path::PathBuf>,
     pub tls_key: Option<std::path::PathBuf>,
+    /// Events are refused (503, `Retry-After`) while the filesystem of the
+    /// data directory or of a local lake has less free than this, so that
+    /// no write meets a full disk halfway; taken again once space returns.
+    pub min_free_mib: u64,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +80,7 @@ impl Default for ServerConfig {
             max_headers: 64,
             tls_cert: None,
             tls_key: None,
+            min_free_mib: 256,
         }
     }
 }
@@ -143,6 +149,8 @@ pub struct App {
     pub monitor: Option<Arc<tracklake_metrics::Monitor>>,
     /// Set once at start-up, when deletion is available.
     pub deleter: std::sync::OnceLock<Arc<dyn Deleter>>,
+    /// Set once at start-up: free space on the filesystems written to.
+    pub disk: std::sync::OnceLock<Arc<disk::Disk>>,
     limiter: Option<limits::Limiter>,
     ready: AtomicBool,
 }
@@ -165,6 +173,7 @@ impl App {
             sql,
             monitor,
             deleter: std::sync::OnceLock::new(),
+            disk: std::sync::OnceLock::new(),
             limiter,
             ready: AtomicBool::new(false),
         })
@@ -176,7 +185,52 @@ impl App {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && self.table.is_healthy()
+        self.not_ready().is_none()
+    }
+
+    /// Why events cannot be taken now, if they cannot.
+    pub fn not_ready(&self) -> Option<String> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Some("tracklake is starting or stopping".into());
+        }
+        if !self.table.is_healthy() {
+            return Some(tracklake_table::Error::Failed.to_string());
+        }
+        self.disk
+            .get()
+            .and_then(|d| d.low())
+            .map(|low| low.to_string())
+    }
+
+    /// Whether ingest may take events now: 503 with `Retry-After` when not
+    /// ready, when a disk is under its watermark, or when the stages behind
+    /// the table ask for a pause.
+    pub fn admit(&self) -> Result<(), ApiError> {
+        if let Some(disk) = self.disk.get() {
+            disk.admit()?;
+        }
+        if let Some(reason) = self.not_ready() {
+            return Err(ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    reason,
+                )
+            });
+        }
+        if let Some(Err(reason)) = self.pipeline.as_ref().map(|p| p.admit()) {
+            tracing::warn!(%reason, "refusing events");
+            return Err(ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    reason,
+                )
+            });
+        }
+        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@ use tracklake_event::{Privacy, Rules, Validator};
 use tracklake_metrics::{Alarms, Exporter, History, Monitor, names};
 use tracklake_query::analytics::{Analytics, AnalyticsError, Report};
 use tracklake_query::{Engine, Error as QueryError, ReportError, Reports, to_json_rows};
+use tracklake_server::disk::Disk;
 use tracklake_server::{App, BoxFuture, Deleter, Pipeline, Sql, SqlError};
 use tracklake_table::{ChangeLog, EmbeddedTable, Table};
 
@@ -72,6 +73,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let lake = Arc::new(lake);
     let lake_location = lake.location.clone();
+    let mut watched = vec![("data", config.data_dir.clone())];
+    watched.extend(lake.local_dir.clone().map(|dir| ("lake", dir)));
+    let disk = Arc::new(Disk::new(watched, config.server.min_free_mib));
+    disk.check();
     // A lake that holds another data directory's deliveries is refused at
     // once, not by a delivery that cannot start. An unreachable lake is
     // left to delivery, which waits for it while events are taken.
@@ -188,6 +193,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(deletions) = &deletions {
         let _ = app.deleter.set(Arc::new(DeletionView(deletions.clone())));
     }
+    let disk_task = disk.clone().watch();
+    let _ = app.disk.set(disk);
     app.set_ready(true);
 
     // One line on stdout that scripts can wait for; logs go to stderr.
@@ -233,6 +240,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _ = stop_checks.send(true);
     let _ = checks.await;
+    disk_task.abort();
     let _ = stop_monitor.send(true);
     let _ = monitor_task.await;
     table.close().await.context("flushing the table")?;

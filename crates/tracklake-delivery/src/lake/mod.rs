@@ -158,6 +158,8 @@ pub struct Lake {
     privacy: Privacy,
     /// Where the lake is, for messages.
     pub location: String,
+    /// The lake's directory when it is on local disk (not S3).
+    pub local_dir: Option<std::path::PathBuf>,
 }
 
 impl Lake {
@@ -177,6 +179,9 @@ impl Lake {
             sink: None,
             config: config.clone(),
             privacy: Privacy::keep(),
+            local_dir: (place.url.scheme() == "file")
+                .then(|| place.url.to_file_path().ok())
+                .flatten(),
             location: place.shown,
         })
     }

@@ -27,23 +27,7 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if !app.is_ready() {
-        return Err(ApiError {
-            retry_after: Some(1),
-            ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "tracklake is not accepting events right now",
-            )
-        });
-    }
-    if let Some(Err(reason)) = app.pipeline.as_ref().map(|p| p.admit()) {
-        tracing::warn!(%reason, "refusing events");
-        return Err(ApiError {
-            retry_after: Some(5),
-            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", reason)
-        });
-    }
+    app.admit()?;
     require_json(&headers)?;
     let body = read_body(body, app.validator.rules().max_request_bytes).await?;
     let ctx = request_context(peer, &headers, &app.config.trusted_proxies);

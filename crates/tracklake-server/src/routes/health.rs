@@ -13,19 +13,15 @@ pub async fn live() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready: started, not shutting down, and the table can write.
+/// Ready: started, not shutting down, the table can write and no disk is
+/// under its watermark; the reason otherwise.
 pub async fn ready(State(app): State<Arc<App>>) -> Result<impl IntoResponse, ApiError> {
-    if app.is_ready() {
-        Ok(Json(json!({"status": "ready"})))
-    } else {
-        Err(ApiError {
+    match app.not_ready() {
+        None => Ok(Json(json!({"status": "ready"}))),
+        Some(reason) => Err(ApiError {
             retry_after: Some(1),
-            ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "tracklake is starting, stopping, or its table failed",
-            )
-        })
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason)
+        }),
     }
 }
 

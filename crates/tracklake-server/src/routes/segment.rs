@@ -47,8 +47,8 @@ pub async fn post(
     if !is_batch && !CALLS.contains(&call.as_str()) {
         return failure(StatusCode::NOT_FOUND, format!("no Segment call {call:?}"));
     }
-    if let Some(Err(reason)) = app.pipeline.as_ref().map(|p| p.admit()) {
-        return failure(StatusCode::SERVICE_UNAVAILABLE, reason);
+    if let Err(refused) = app.admit() {
+        return failure(refused.status, refused.message);
     }
     let limit = if is_batch {
         MAX_BATCH_BYTES

@@ -11,6 +11,7 @@ mod crash;
 mod deletion;
 mod delta;
 mod deploy;
+mod disk;
 mod docs;
 mod dynamodb;
 mod hostile;
