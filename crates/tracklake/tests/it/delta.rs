@@ -203,8 +203,8 @@ async fn no_query_fails_while_the_lake_changes() {
     }
 }
 
-/// kill -9 at moments when compaction, a deletion and vacuum run: after a
-/// restart, every acknowledged event of the users kept is in the table's
+/// kill -9, 20 times, at moments when compaction, a deletion and vacuum
+/// run: after a restart, every acknowledged event of the users kept is in the table's
 /// current version once, the deleted user's are in none, every file the
 /// log names is there, and the files a kill left half-made are vacuumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +214,8 @@ async fn sigkill_while_the_lake_is_rewritten_loses_and_doubles_nothing() {
     let lake = data.join("lake");
     let mut kept = std::collections::HashSet::new();
     let mut deletions = Vec::new();
-    for round in 0..4usize {
+    // 20 kills; the last round (odd) deletes, so none of ben's is kept.
+    for round in 0..20usize {
         let s = Server::start(&data, CHURN_CONFIG);
         // Separate deliveries, so compaction has small files to merge.
         for batch in 0..3 {
@@ -235,8 +236,10 @@ async fn sigkill_while_the_lake_is_rewritten_loses_and_doubles_nothing() {
         if round % 2 == 1 {
             deletions.push(s.delete_user("ben").await);
         }
-        // A different moment each round: mid-merge, mid-erasure, mid-vacuum.
-        tokio::time::sleep(Duration::from_millis(150 + 290 * round as u64)).await;
+        // A different moment each round, spread over 2.5 s: mid-merge,
+        // mid-erasure, mid-vacuum.
+        let moment = 50 + (round as u64 * 977) % 2500;
+        tokio::time::sleep(Duration::from_millis(moment)).await;
         s.kill();
     }
 
