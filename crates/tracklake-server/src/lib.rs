@@ -62,6 +62,7 @@ pub struct ServerConfig {
     /// Events are refused (503, `Retry-After`) while the filesystem of the
     /// data directory or of a local lake has less free than this, so that
     /// no write meets a full disk halfway; taken again once space returns.
+    /// 0 turns the check off.
     pub min_free_mib: u64,
 }
 
