@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use tracklake_metrics::names;
 
 use crate::ApiError;
@@ -101,14 +100,7 @@ impl Disk {
     pub fn admit(&self) -> Result<(), ApiError> {
         match self.low() {
             None => Ok(()),
-            Some(low) => Err(ApiError {
-                retry_after: Some(5),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "disk_full",
-                    low.to_string(),
-                )
-            }),
+            Some(low) => Err(ApiError::unavailable("disk_full", low.to_string(), 5)),
         }
     }
 
@@ -140,6 +132,8 @@ fn free_bytes(path: &Path) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
+
     use super::*;
 
     #[test]

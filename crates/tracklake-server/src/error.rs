@@ -31,6 +31,18 @@ impl ApiError {
         self
     }
 
+    /// 503 with `Retry-After: retry_after_secs`: try again later.
+    pub fn unavailable(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after_secs: u32,
+    ) -> Self {
+        ApiError {
+            retry_after: Some(retry_after_secs),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
+    }
+
     pub fn bad_parameter(field: &str, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameter", message).field(field)
     }
@@ -47,14 +59,9 @@ impl From<tracklake_table::Error> for ApiError {
         use tracklake_table::Error as E;
         match e {
             E::BadCursor => ApiError::bad_parameter("cursor", e.to_string()),
-            E::Closed | E::Failed | E::Unavailable(_) => ApiError {
-                retry_after: Some(5),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    e.to_string(),
-                )
-            },
+            E::Closed | E::Failed | E::Unavailable(_) => {
+                ApiError::unavailable("unavailable", e.to_string(), 5)
+            }
             other => {
                 tracing::error!(error = %other, "table error");
                 ApiError::new(

@@ -211,25 +211,11 @@ impl App {
             disk.admit()?;
         }
         if let Some(reason) = self.not_ready() {
-            return Err(ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "not_ready",
-                    reason,
-                )
-            });
+            return Err(ApiError::unavailable("not_ready", reason, 1));
         }
         if let Some(Err(reason)) = self.pipeline.as_ref().map(|p| p.admit()) {
             tracing::warn!(%reason, "refusing events");
-            return Err(ApiError {
-                retry_after: Some(5),
-                ..ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded",
-                    reason,
-                )
-            });
+            return Err(ApiError::unavailable("overloaded", reason, 5));
         }
         Ok(())
     }

@@ -93,22 +93,6 @@ fn lists(array: &ArrayRef) -> Result<&ListArray> {
         .ok_or_else(|| exec_datafusion_err!("{NAME}'s state is a list, not {}", array.data_type()))
 }
 
-/// The non-null values of `list[row]` (none when it is null), added to `out`.
-fn extend_row(out: &mut Vec<i64>, list: &ListArray, row: usize) -> Result<()> {
-    let values = bigints(list.values())?;
-    if list.is_null(row) {
-        return Ok(());
-    }
-    let offsets = list.value_offsets();
-    let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
-    out.extend(
-        (start..end)
-            .filter(|&i| values.is_valid(i))
-            .map(|i| values.value(i)),
-    );
-    Ok(())
-}
-
 /// A non-null value on a row the filter (if any) keeps.
 fn wanted(input: &Int64Array, filter: Option<&BooleanArray>, row: usize) -> bool {
     input.is_valid(row) && filter.is_none_or(|f| f.is_valid(row) && f.value(row))
@@ -320,9 +304,8 @@ impl Accumulator for One {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let states = lists(&states[0])?;
-        for row in 0..states.len() {
-            extend_row(&mut self.0, states, row)?;
+        for list in lists(&states[0])?.iter().flatten() {
+            self.0.extend(bigints(&list)?.iter().flatten());
         }
         Ok(())
     }

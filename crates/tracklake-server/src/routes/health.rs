@@ -18,10 +18,7 @@ pub async fn live() -> impl IntoResponse {
 pub async fn ready(State(app): State<Arc<App>>) -> Result<impl IntoResponse, ApiError> {
     match app.not_ready() {
         None => Ok(Json(json!({"status": "ready"}))),
-        Some(reason) => Err(ApiError {
-            retry_after: Some(1),
-            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason)
-        }),
+        Some(reason) => Err(ApiError::unavailable("not_ready", reason, 1)),
     }
 }
 

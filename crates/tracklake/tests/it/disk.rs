@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{ARTICLE_CONFIG, Server, have, lake_ids, runs};
+use crate::harness::{ARTICLE_CONFIG, Server, have, lake_ids, runs, stdout_of};
 
 /// A tmpfs of `mib` MiB on a new directory, unmounted when dropped.
 struct Tmpfs {
@@ -20,15 +20,10 @@ struct Tmpfs {
 impl Tmpfs {
     fn mount(mib: u64) -> Tmpfs {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        stdout_of(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                .arg(dir.path()),
         );
         Tmpfs { dir }
     }
@@ -39,12 +34,11 @@ impl Tmpfs {
 
     /// Bytes free, as `df` sees them.
     fn free(&self) -> u64 {
-        let out = Command::new("df")
-            .args(["--output=avail", "-B1"])
-            .arg(self.path())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = stdout_of(
+            Command::new("df")
+                .args(["--output=avail", "-B1"])
+                .arg(self.path()),
+        );
         text.lines().nth(1).unwrap().trim().parse().unwrap()
     }
 
