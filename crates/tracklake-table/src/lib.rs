@@ -154,7 +154,9 @@ pub enum Error {
     BadCursor,
     #[error("the table is closed")]
     Closed,
-    #[error("the table stopped accepting writes after a disk error; restart to recover")]
+    #[error(
+        "the table stopped accepting writes after a disk error; tracklake exits to be restarted, which recovers it"
+    )]
     Failed,
     #[error("a table task panicked or was cancelled: {0}")]
     Task(String),

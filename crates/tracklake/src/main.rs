@@ -8,6 +8,7 @@ mod serve;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -94,7 +95,11 @@ enum Command {
     Bench(bench::Command),
 }
 
-fn main() -> anyhow::Result<()> {
+/// sysexits' `EX_CONFIG`: the config is wrong; starting again will not help
+/// (the systemd unit does not restart on it).
+const EXIT_CONFIG: u8 = 78;
+
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -104,18 +109,13 @@ fn main() -> anyhow::Result<()> {
         .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()?;
     runtime.block_on(async move {
-        match cli.command {
+        let done = match cli.command {
             Command::Serve {
                 config,
                 data_dir,
                 listen,
                 allow_unauthenticated,
-            } => {
-                let mut config = config::load(config.as_deref(), data_dir, listen)?;
-                config.server.allow_unauthenticated |= allow_unauthenticated;
-                logging::init(&config.log);
-                serve::run(config).await
-            }
+            } => return serve(config, data_dir, listen, allow_unauthenticated).await,
             Command::Put(args) => put::run(args).await,
             Command::Recent(args) => recent::run(args).await,
             Command::Logins(args) => recent::run(args.into()).await,
@@ -128,6 +128,31 @@ fn main() -> anyhow::Result<()> {
             Command::Lake(cmd) => lake::run(cmd).await,
             Command::Aws(cmd) => aws::run(cmd),
             Command::Bench(cmd) => bench::run(cmd).await,
+        };
+        done.map(|()| ExitCode::SUCCESS)
+    })
+}
+
+/// `tracklake serve`, with an exit status a supervisor can act on: 0 when
+/// asked to stop, 78 for a config it cannot use, 75 when a disk error
+/// stopped the table (start it again), 1 for anything else.
+async fn serve(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    allow_unauthenticated: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut config = match config::load(config.as_deref(), data_dir, listen) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
         }
+    };
+    config.server.allow_unauthenticated |= allow_unauthenticated;
+    logging::init(&config.log);
+    Ok(match serve::run(config).await? {
+        serve::Stopped::Asked => ExitCode::SUCCESS,
+        serve::Stopped::TableFailed => ExitCode::from(serve::EXIT_TABLE_FAILED),
     })
 }

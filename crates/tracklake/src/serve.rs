@@ -46,7 +46,28 @@ fn log_memory_budget(config: &Config, embedded: bool) {
 /// How long in-flight requests get after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(30);
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// How `serve` ended, which decides the exit status a supervisor acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Asked to stop (SIGTERM, Ctrl-C): status 0.
+    Asked,
+    /// A disk error stopped the table, which only a new start recovers
+    /// (from its journal): status [`EXIT_TABLE_FAILED`], for a supervisor
+    /// to restart it.
+    TableFailed,
+}
+
+/// sysexits' `EX_TEMPFAIL`: the failure is temporary, start again.
+pub const EXIT_TABLE_FAILED: u8 = 75;
+
+/// Returns once the table has stopped taking writes after a disk error.
+async fn table_failed(table: &dyn Table) {
+    while table.is_healthy() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     let listen = config.server.listen;
     if !listen.ip().is_loopback()
         && config.server.keys.is_empty()
@@ -213,7 +234,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let server = tokio::spawn(tracklake_server::serve(listener, app.clone(), tls, async {
         let _ = stop_rx.await;
     }));
-    shutdown_signal().await;
+    let stopped = tokio::select! {
+        () = shutdown_signal() => Stopped::Asked,
+        () = table_failed(&*table) => Stopped::TableFailed,
+    };
+    if stopped == Stopped::TableFailed {
+        tracing::error!(
+            exit_status = EXIT_TABLE_FAILED,
+            "the table stopped taking writes after a disk error (logged above); exiting for a \
+             supervisor to start tracklake again, which recovers every acknowledged event from \
+             the journal"
+        );
+    }
     tracing::info!("shutting down: finishing in-flight requests");
     app.set_ready(false);
     let _ = stop_tx.send(());
@@ -243,9 +275,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     disk_task.abort();
     let _ = stop_monitor.send(true);
     let _ = monitor_task.await;
-    table.close().await.context("flushing the table")?;
+    match table.close().await {
+        Ok(()) => {}
+        // Nothing more can be flushed: the journal has what was acknowledged.
+        Err(tracklake_table::Error::Failed) if stopped == Stopped::TableFailed => {}
+        Err(error) => return Err(error).context("flushing the table"),
+    }
     tracing::info!("stopped");
-    Ok(())
+    Ok(stopped)
 }
 
 /// The table the API writes and reads; the embedded table whose change

@@ -8,9 +8,19 @@ use serde_json::json;
 
 use crate::{ApiError, App};
 
-/// Alive: the process answers.
-pub async fn live() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+/// Alive: the process answers and can go on. After a disk error stopped
+/// the table it cannot: 503 while it exits to be restarted (`serve`), so
+/// that a probe that sees it first restarts it too.
+pub async fn live(State(app): State<Arc<App>>) -> Result<impl IntoResponse, ApiError> {
+    if app.table.is_healthy() {
+        Ok(Json(json!({"status": "ok"})))
+    } else {
+        Err(ApiError::unavailable(
+            "failed",
+            tracklake_table::Error::Failed.to_string(),
+            1,
+        ))
+    }
 }
 
 /// Ready: started, not shutting down, the table can write and no disk is

@@ -200,6 +200,25 @@ async fn systemd_unit_verifies_and_its_command_serves() {
     );
 
     serves(&local(exec)).await.stop();
+
+    // The status it is not restarted on is the one a config it cannot use
+    // exits with.
+    let prevented = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("RestartPreventExitStatus="))
+        .expect("RestartPreventExitStatus");
+    std::fs::write(&config, "[server]\nlisten = 7\n").unwrap();
+    let out = Command::new("sh")
+        .args(["-c", &local(exec)])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code().map(|c| c.to_string()).as_deref(),
+        Some(prevented),
+        "{said}"
+    );
+    assert!(said.contains("listen"), "{said}");
 }
 
 #[tokio::test]

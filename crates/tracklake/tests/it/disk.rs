@@ -2,7 +2,10 @@
 //! own (mounting needs root). As either fills past `server.min_free_mib`,
 //! events are refused with 503, `Retry-After` and the path; once space is
 //! freed they are taken again with no restart, and every acknowledged event
-//! is in the table and the lake exactly once.
+//! is in the table and the lake exactly once. With the watermark off, a
+//! write that meets the full disk stops the table: tracklake exits with
+//! status 75 for its supervisor, and the next start recovers everything
+//! acknowledged.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -167,6 +170,98 @@ async fn full_disks_refuse_then_resume_without_restart() {
         if in_lake.len() >= acked.len() {
             let mut ids: Vec<String> = in_lake.keys().cloned().collect();
             ids.sort();
+            assert_eq!(ids, acked);
+            assert!(in_lake.values().all(|&n| n == 1), "{in_lake:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "delivery did not catch up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop();
+}
+
+/// Posts events `from..from + 200` of `u1`; its status and body, counting
+/// the acknowledged ones in `acked`.
+async fn post_batch(server: &Server, from: usize, acked: &mut Vec<String>) -> (u16, Value) {
+    let ids: Vec<String> = (from..from + 200).map(|n| format!("e{n}")).collect();
+    let events: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            json!({"user_id": "u1", "event_type": "login", "event_id": id,
+                         "properties": {"pad": "x".repeat(400)}})
+        })
+        .collect();
+    let (status, body) = server.post(&Value::Array(events)).await;
+    if status == 200 {
+        acked.extend(ids);
+    }
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_write_that_meets_a_full_disk_exits_75_and_the_next_start_recovers() {
+    if !have(
+        "root (to mount a small tmpfs)",
+        is_root() && runs("mount", &["--version"]),
+        "run the tests as root",
+    ) {
+        return;
+    }
+    let data_fs = Tmpfs::mount(64);
+    let lake_dir = tempfile::tempdir().unwrap();
+    let data = data_fs.path().join("data");
+    let lake = lake_dir.path().join("lake");
+    let config = format!(
+        "{ARTICLE_CONFIG}[server]\nmin_free_mib = 0\n[lake]\nurl = \"{}\"\n\
+         [delivery]\nbuffer_interval_secs = 1\n",
+        lake.display()
+    );
+    let server = Server::start(&data, &config);
+    let mut acked = Vec::new();
+    assert_eq!(post_batch(&server, 0, &mut acked).await.0, 200);
+    let ballast = data_fs.fill_to(1 << 20);
+
+    // Nothing stops the writes before the disk does: one meets ENOSPC.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next = 200;
+    let body = loop {
+        let (status, body) = post_batch(&server, next, &mut acked).await;
+        match status {
+            200 => assert!(Instant::now() < deadline, "the disk never filled"),
+            503 => break body,
+            other => panic!("unexpected {other}: {body}"),
+        }
+        next += 200;
+    };
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("disk error"), "{body}");
+    let status = server.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(75), "{status}");
+
+    // Its supervisor starts it again once there is room.
+    std::fs::remove_file(ballast).unwrap();
+    let server = Server::start(&data, &config);
+    assert_eq!(server.get("/healthz").await.0, 200);
+    assert_eq!(server.get("/readyz").await.0, 200);
+    // Every acknowledged event is there; the refused batch may be in part
+    // (written but not acknowledged), so its client sends it again.
+    let mut stored = server.all_ids("u1").await;
+    stored.sort();
+    stored.retain(|id| id[1..].parse::<usize>().unwrap() < next);
+    acked.sort();
+    assert_eq!(stored, acked);
+    assert_eq!(post_batch(&server, next, &mut acked).await.0, 200);
+    let mut stored = server.all_ids("u1").await;
+    stored.sort();
+    acked.sort();
+    assert_eq!(stored, acked);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let in_lake = lake_ids(&lake);
+        if in_lake.len() >= acked.len() {
+            let mut ids: Vec<String> = in_lake.keys().cloned().collect();
+            ids.sort();
+            acked.sort();
             assert_eq!(ids, acked);
             assert!(in_lake.values().all(|&n| n == 1), "{in_lake:?}");
             break;

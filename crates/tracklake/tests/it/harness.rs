@@ -85,6 +85,18 @@ impl Server {
         }
     }
 
+    /// Waits up to `within` for it to exit by itself; its status.
+    pub fn wait_exit(mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "tracklake did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill(mut self) {
         self.child.kill().unwrap();
