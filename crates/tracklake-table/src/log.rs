@@ -51,6 +51,19 @@ pub(crate) const POINTERS_FROM: &[u8] = b"rows_point_from";
 pub(crate) const HIDDEN_PREFIX: &[u8] = b"hidden/";
 const EXTENSION: &str = "log";
 
+/// A test hook: milliseconds every fsync of the log is made to take longer,
+/// to see how tracklake behaves on a slow disk (`tests/it/slow_disk.rs`).
+pub(crate) const SYNC_DELAY_VARIABLE: &str = "TRACKLAKE_TEST_FSYNC_DELAY_MS";
+
+fn sync_delay() -> Option<std::time::Duration> {
+    let millis = std::env::var(SYNC_DELAY_VARIABLE).ok()?.parse().ok()?;
+    tracing::warn!(
+        millis,
+        "{SYNC_DELAY_VARIABLE} set: every fsync of the table is slowed"
+    );
+    Some(std::time::Duration::from_millis(millis))
+}
+
 pub(crate) fn segment_of(seq: u64) -> u64 {
     seq.saturating_sub(1) / SEGMENT
 }
@@ -86,6 +99,8 @@ pub(crate) struct Log {
     dicts: Dicts,
     /// The writer's (and a rewrite's) compressor, buffers and samples.
     writing: Mutex<Writing>,
+    /// Added to each sync ([`SYNC_DELAY_VARIABLE`]).
+    sync_delay: Option<std::time::Duration>,
 }
 
 struct Writing {
@@ -132,6 +147,7 @@ impl Log {
                 encoder: Encoder::new()?,
                 trainer: Trainer::default(),
             }),
+            sync_delay: sync_delay(),
         })
     }
 
@@ -174,6 +190,9 @@ impl Log {
 
     /// Makes the changes appended to these segments durable.
     pub fn sync(&self, segments: &BTreeSet<u64>) -> Result<(), Error> {
+        if let Some(delay) = self.sync_delay {
+            std::thread::sleep(delay);
+        }
         for segment in segments {
             if let Some(file) = self.read_lock().get(segment).cloned() {
                 file.sync()?;

@@ -110,8 +110,9 @@ impl Default for LogConfig {
     }
 }
 
-/// Variables read by the CLI or the log filter, not by the config file.
-const CLI_VARIABLES: [&str; 3] = ["url", "config", "log"];
+/// Variables read by the CLI, the log filter or a test hook of the table
+/// (`TRACKLAKE_TEST_FSYNC_DELAY_MS`), not by the config file.
+const CLI_VARIABLES: [&str; 4] = ["url", "config", "log", "test_fsync_delay_ms"];
 
 /// Loads the config: defaults, then `file` (or `./tracklake.toml` when it
 /// exists), then `TRACKLAKE_*` variables (`__` separates sections:

@@ -23,3 +23,4 @@ mod query;
 mod rails;
 mod s3;
 mod segment;
+mod slow_disk;
