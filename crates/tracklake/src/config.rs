@@ -59,15 +59,6 @@ pub struct AwsConfig {
     pub region: Option<String>,
 }
 
-impl AwsConfig {
-    pub fn settings(&self) -> tracklake_aws::AwsSettings {
-        tracklake_aws::AwsSettings {
-            endpoint: self.endpoint.clone(),
-            region: self.region.clone(),
-        }
-    }
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -149,6 +140,12 @@ pub fn load(
         figment = figment.merge(Serialized::default("server.listen", listen));
     }
     let config: Config = figment.extract().context("reading the configuration")?;
+    #[cfg(not(feature = "aws"))]
+    anyhow::ensure!(
+        config.aws.dynamodb_table.is_none() && config.aws.firehose_stream.is_none(),
+        "[aws] dynamodb_table and firehose_stream need the AWS SDK, which this build of tracklake \
+         left out (--no-default-features): build it with its default features"
+    );
     config.analytics.check().map_err(anyhow::Error::msg)?;
     for (_, name) in tracklake_query::analytics::Report::ALL {
         anyhow::ensure!(

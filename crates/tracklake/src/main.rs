@@ -4,6 +4,8 @@
 mod commands;
 mod config;
 mod logging;
+#[cfg(feature = "aws")]
+mod on_aws;
 mod serve;
 
 use std::net::SocketAddr;

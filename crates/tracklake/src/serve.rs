@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tracklake_aws::{DynamoTable, FirehoseSink, StreamReader};
+use tokio::sync::watch;
 use tracklake_delivery::{Deletions, Delivery, Lake, claim_lake};
 use tracklake_event::{Privacy, Rules, Validator};
 use tracklake_metrics::{Alarms, Exporter, History, Monitor, names};
@@ -84,14 +85,14 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let (table, embedded, reader) = open_table(&config).await?;
     let privacy = Privacy::new(&config.privacy, &config.data_dir).map_err(anyhow::Error::msg)?;
-    let mut lake = Lake::open(&config.lake, &config.data_dir)
+    let lake = Lake::open(&config.lake, &config.data_dir)
         .context("opening the lake")?
         .with_privacy(privacy);
-    if let Some(stream) = &config.aws.firehose_stream {
-        let sdk = tracklake_aws::sdk_config(&config.aws.settings(), None).await;
-        let firehose = aws_sdk_firehose::Client::new(&sdk);
-        lake = lake.with_sink(Arc::new(FirehoseSink::new(firehose, stream.clone())));
-    }
+    #[cfg(feature = "aws")]
+    let lake = match &config.aws.firehose_stream {
+        Some(stream) => lake.with_sink(crate::on_aws::firehose_sink(&config.aws, stream).await),
+        None => lake,
+    };
     let lake = Arc::new(lake);
     let lake_location = lake.location.clone();
     let mut watched = vec![("data", config.data_dir.clone())];
@@ -178,7 +179,7 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
         ))
     };
     let (stop_reader, reader_stopping) = tokio::sync::watch::channel(false);
-    let reader = reader.map(|reader| tokio::spawn(reader.run(reader_stopping)));
+    let reader = reader.map(|run| tokio::spawn(run(reader_stopping)));
     let monitor = Arc::new(Monitor {
         exporter: Exporter::install().map_err(anyhow::Error::msg)?,
         history: History::open(config.data_dir.join("metrics"), config.metrics.clone())
@@ -285,6 +286,10 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     Ok(stopped)
 }
 
+/// Runs until its stop signal turns true: the DynamoDB stream's reader.
+pub(crate) type StreamTask =
+    Box<dyn FnOnce(watch::Receiver<bool>) -> BoxFuture<'static, ()> + Send>;
+
 /// The table the API writes and reads; the embedded table whose change
 /// log delivery and SQL's fresh events read (the table itself, or on
 /// DynamoDB with `read_stream`, a local mirror of its stream); and the
@@ -294,37 +299,28 @@ async fn open_table(
 ) -> anyhow::Result<(
     Arc<dyn Table>,
     Option<Arc<EmbeddedTable>>,
-    Option<StreamReader>,
+    Option<StreamTask>,
 )> {
-    let open_embedded = |dir: std::path::PathBuf| -> anyhow::Result<Arc<EmbeddedTable>> {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("creating the data directory {}", dir.display()))?;
-        Ok(Arc::new(
-            EmbeddedTable::open(&dir, &config.table).with_context(|| {
-                format!(
-                    "opening the table in {} (is another tracklake using this data directory?)",
-                    dir.display()
-                )
-            })?,
-        ))
-    };
-    let Some(name) = &config.aws.dynamodb_table else {
-        let table = open_embedded(config.data_dir.join("table"))?;
-        return Ok((table.clone(), Some(table), None));
-    };
-    let sdk = tracklake_aws::sdk_config(&config.aws.settings(), None).await;
-    let mut table = DynamoTable::connect(&sdk, name.clone());
-    table
-        .check()
-        .await
-        .context("opening the DynamoDB table ([aws] dynamodb_table)")?;
-    if !config.aws.read_stream {
-        return Ok((Arc::new(table), None, None));
+    #[cfg(feature = "aws")]
+    if let Some(name) = &config.aws.dynamodb_table {
+        return crate::on_aws::open_dynamodb(config, name).await;
     }
-    let mirror = open_embedded(config.data_dir.join("stream").join("mirror"))?;
-    let reader = StreamReader::open(&sdk, name, mirror.clone(), &config.data_dir)
-        .context("opening the stream reader")?;
-    Ok((Arc::new(table), Some(mirror), Some(reader)))
+    let table = open_embedded(config, config.data_dir.join("table"))?;
+    Ok((table.clone(), Some(table), None))
+}
+
+/// The embedded table in `dir`.
+pub(crate) fn open_embedded(config: &Config, dir: PathBuf) -> anyhow::Result<Arc<EmbeddedTable>> {
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    Ok(Arc::new(
+        EmbeddedTable::open(&dir, &config.table).with_context(|| {
+            format!(
+                "opening the table in {} (is another tracklake using this data directory?)",
+                dir.display()
+            )
+        })?,
+    ))
 }
 
 /// What the API sees of delivery: ingest answers 503 while it lags beyond

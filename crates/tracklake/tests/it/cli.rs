@@ -129,3 +129,31 @@ fn commands_say_when_no_server_is_running() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is `tracklake serve` running?"), "{err}");
 }
+
+/// The README's first command, `cargo run --release -- serve`, needs the
+/// workspace's default members to hold one binary, tracklake's (cargo
+/// refuses to guess between two).
+#[test]
+fn cargo_run_at_the_root_picks_the_tracklake_binary() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = crate::harness::stdout_of(Command::new(cargo).current_dir(root).args([
+        "metadata",
+        "--no-deps",
+        "--offline",
+        "--format-version",
+        "1",
+    ]));
+    let metadata: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let defaults = metadata["workspace_default_members"].as_array().unwrap();
+    let binaries: Vec<&str> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| defaults.contains(&p["id"]))
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(binaries, ["tracklake"]);
+}
