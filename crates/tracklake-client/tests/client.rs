@@ -28,7 +28,8 @@ async fn serve_on(listener: TcpListener) -> Server {
         None,
         None,
         None,
-    );
+    )
+    .unwrap();
     app.set_ready(true);
     tokio::spawn(tracklake_server::serve(
         listener,

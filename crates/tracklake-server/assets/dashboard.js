@@ -10,6 +10,7 @@ const errors = [];
 window.addEventListener("error", (e) => errors.push(String(e.message)));
 window.addEventListener("unhandledrejection", (e) => errors.push(String(e.reason)));
 const drawn = {};
+const yAxes = {};
 let lookupRows = null;
 
 // Each chart: [title, [[series or metric name, label], …]]. Counters show
@@ -66,11 +67,30 @@ function plot(target, id, opts, data) {
     return;
   }
   const width = Math.max(target.clientWidth, 200);
-  new uPlot({ width, height: 200, legend: { live: false }, ...opts }, data, target);
+  // For the self-check: the y axis's width and its widest label's, as drawn.
+  const measure = (u) => {
+    const axis = u.axes[1];
+    u.ctx.font = axis.font[0];
+    const widest = Math.max(0, ...(axis._values ?? []).map((v) => u.ctx.measureText(v).width / devicePixelRatio));
+    yAxes[id] = { size: axis._size, label_room: Math.floor(axis._size - axis.ticks.size - axis.gap), widest: Math.ceil(widest) };
+  };
+  new uPlot({ width, height: 200, legend: { live: false }, hooks: { draw: [measure] }, ...opts }, data, target);
 }
 
 const clock = (t) => new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-const TIME_AXES = [{ values: (u, ticks) => ticks.map(clock) }, {}];
+// Y labels: 1.2M rather than 1,200,000, and an axis as wide as its longest
+// label (uPlot's fixed 50 px cut large numbers to "0,000").
+const compact = new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 1 });
+const yLabel = (v) => (v == null ? "" : Math.abs(v) >= 1000 ? compact.format(v) : String(+v.toPrecision(3)));
+function fitLabels(u, values, axisIdx, cycle) {
+  const axis = u.axes[axisIdx];
+  if (cycle > 1) return axis._size;
+  const longest = (values ?? []).reduce((a, v) => (v.length > a.length ? v : a), "");
+  u.ctx.font = axis.font[0];
+  return Math.ceil(axis.ticks.size + axis.gap + u.ctx.measureText(longest).width / devicePixelRatio) + 4;
+}
+const Y_AXIS = { values: (u, ticks) => ticks.map(yLabel), size: fitLabels };
+const TIME_AXES = [{ values: (u, ticks) => ticks.map(clock) }, Y_AXIS];
 // Counts start at zero, so bar heights compare honestly.
 const FROM_ZERO = { y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } };
 
@@ -122,7 +142,7 @@ function categories(target, id, labels, series, names) {
   const bars = series.length === 1;
   const opts = {
     scales: { x: { time: false, range: [-0.5, Math.max(labels.length - 0.5, 0.5)] }, ...FROM_ZERO },
-    axes: [{ values: (u, ticks) => ticks.map((i) => labels[i] ?? ""), incrs: [1], gap: 4 }, {}],
+    axes: [{ values: (u, ticks) => ticks.map((i) => labels[i] ?? ""), incrs: [1], gap: 4 }, Y_AXIS],
     series: seriesOpts(names, bars
       ? { fill: "rgba(37,99,235,.35)", paths: uPlot.paths.bars({ size: [0.7, 60] }), points: { show: false } }
       : {}),
@@ -247,7 +267,9 @@ async function refresh() {
   const results = await Promise.allSettled([refreshHeader(), refreshPipeline(), refreshAnalytics(), refreshProduct()]);
   for (const r of results) if (r.status === "rejected") errors.push(String(r.reason));
   document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
-  document.getElementById("selfcheck").textContent = JSON.stringify({ drawn, lookup: lookupRows, errors });
+  document.getElementById("selfcheck").textContent = JSON.stringify({
+    drawn, lookup: lookupRows, errors, y_axes: yAxes, label_of_1200000: yLabel(1200000),
+  });
 }
 
 document.getElementById("keyform").addEventListener("submit", (e) => {

@@ -12,11 +12,13 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -75,10 +77,16 @@ pub fn hash(key: &str) -> String {
         .collect()
 }
 
+/// What anyone may fetch, from any site: health checks, the dashboard's
+/// page and assets and the web tracker, none of which holds data.
+pub(crate) fn is_public(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/" | "/tracklake.js") || path.starts_with("/assets/")
+}
+
 /// The scope a request needs; `None` for what anyone may fetch (health
 /// checks, the dashboard's page and assets, which hold no data).
 fn needed(method: &Method, path: &str) -> Option<Scope> {
-    if matches!(path, "/healthz" | "/readyz" | "/") || path.starts_with("/assets/") {
+    if is_public(path) {
         return None;
     }
     // Deleting events and reading deletion jobs are for administrators.
@@ -87,17 +95,13 @@ fn needed(method: &Method, path: &str) -> Option<Scope> {
     {
         return Some(Scope::Admin);
     }
-    let ingest = path == "/v1/events"
-        || [
-            "track", "identify", "page", "screen", "group", "alias", "batch",
-        ]
-        .iter()
-        .any(|call| path == format!("/v1/{call}"));
-    Some(if ingest && method == Method::POST {
-        Scope::Write
-    } else {
-        Scope::Read
-    })
+    Some(
+        if crate::routes::segment::is_ingest(path) && method == Method::POST {
+            Scope::Write
+        } else {
+            Scope::Read
+        },
+    )
 }
 
 /// The key in the request, from `Bearer` or Segment's `Basic` form.
@@ -135,17 +139,50 @@ fn refuse(status: StatusCode, code: &'static str, message: &str) -> Response {
     response
 }
 
+/// analytics.js sends its write key in the body (`writeKey`) of a Segment
+/// call, not in a header: the body is read (as much as a batch may hold,
+/// within the body timeout) and handed on as it came.
+async fn key_in_body(request: Request, app: &App) -> (Request, Option<String>) {
+    #[derive(Deserialize)]
+    struct Keyed {
+        #[serde(rename = "writeKey")]
+        write_key: Option<String>,
+    }
+    let (parts, body) = request.into_parts();
+    let limit = crate::routes::segment::MAX_BATCH_BYTES;
+    let within = std::time::Duration::from_secs(app.config.body_timeout_secs.max(1));
+    let read = tokio::time::timeout(within, Limited::new(body, limit).collect()).await;
+    let Ok(Ok(collected)) = read else {
+        // Too large or too slow: no key is found, and the answer is 401.
+        return (Request::from_parts(parts, Body::empty()), None);
+    };
+    let bytes = collected.to_bytes();
+    let key = serde_json::from_slice::<Keyed>(&bytes)
+        .ok()
+        .and_then(|k| k.write_key);
+    (Request::from_parts(parts, Body::from(bytes)), key)
+}
+
 pub async fn check(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let keys = &app.config.keys;
     let Some(scope) = needed(request.method(), request.uri().path()).filter(|_| !keys.is_empty())
     else {
         return next.run(request).await;
     };
-    let Some(key) = presented(&request) else {
+    let (request, key) = match presented(&request) {
+        Some(key) => (request, Some(key)),
+        None if crate::routes::segment::call_of(request.uri().path()).is_some()
+            && !request.headers().contains_key(header::CONTENT_ENCODING) =>
+        {
+            key_in_body(request, &app).await
+        }
+        None => (request, None),
+    };
+    let Some(key) = key else {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "an API key is required: Authorization: Bearer <key>",
+            "an API key is required: Authorization: Bearer <key> (analytics.js: its writeKey)",
         );
     };
     let digest = hash(&key);
@@ -194,6 +231,8 @@ mod tests {
         assert_eq!(needed(&Method::GET, "/metrics"), Some(Scope::Read));
         assert_eq!(needed(&Method::GET, "/healthz"), None);
         assert_eq!(needed(&Method::GET, "/assets/dashboard.js"), None);
+        assert_eq!(needed(&Method::GET, "/tracklake.js"), None);
+        assert_eq!(needed(&Method::POST, "/v1/b"), Some(Scope::Write));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod auth;
 mod client;
+pub mod cors;
 mod count;
 pub mod disk;
 mod error;
@@ -64,6 +65,20 @@ pub struct ServerConfig {
     /// no write meets a full disk halfway; taken again once space returns.
     /// 0 turns the check off.
     pub min_free_mib: u64,
+    /// Origins whose pages may send events (`/v1/events`, Segment's calls):
+    /// `"*"` (the default: write keys are public by design) or a list of
+    /// `scheme://host[:port]`. Another origin's request is refused (403).
+    pub cors_origins: Vec<String>,
+    /// Origins whose pages may use the read and admin endpoints; none by
+    /// default.
+    pub cors_read_origins: Vec<String>,
+}
+
+impl ServerConfig {
+    /// Checks what deserializing cannot: the CORS origins' form.
+    pub fn check(&self) -> Result<(), cors::BadOrigin> {
+        cors::Cors::new(self).map(drop)
+    }
 }
 
 impl Default for ServerConfig {
@@ -82,6 +97,8 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             min_free_mib: 256,
+            cors_origins: vec!["*".into()],
+            cors_read_origins: Vec::new(),
         }
     }
 }
@@ -153,6 +170,7 @@ pub struct App {
     /// Set once at start-up: free space on the filesystems written to.
     pub disk: std::sync::OnceLock<Arc<disk::Disk>>,
     limiter: Option<limits::Limiter>,
+    cors: cors::Cors,
     ready: AtomicBool,
 }
 
@@ -164,9 +182,10 @@ impl App {
         pipeline: Option<Arc<dyn Pipeline>>,
         sql: Option<Arc<dyn Sql>>,
         monitor: Option<Arc<tracklake_metrics::Monitor>>,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, cors::BadOrigin> {
         let limiter = limits::Limiter::new(&config);
-        Arc::new(App {
+        let cors = cors::Cors::new(&config)?;
+        Ok(Arc::new(App {
             table,
             validator,
             config,
@@ -176,8 +195,9 @@ impl App {
             deleter: std::sync::OnceLock::new(),
             disk: std::sync::OnceLock::new(),
             limiter,
+            cors,
             ready: AtomicBool::new(false),
-        })
+        }))
     }
 
     /// Ready for traffic: set after start-up, cleared when shutting down.
@@ -223,13 +243,11 @@ impl App {
 
 /// All routes of the API.
 pub fn router(app: Arc<App>) -> Router {
-    let segment = [
-        "track", "identify", "page", "screen", "group", "alias", "batch",
-    ]
-    .into_iter()
-    .fold(Router::new(), |r, call| {
-        r.route(&format!("/v1/{call}"), post(routes::segment::post))
-    });
+    let segment = routes::segment::PATHS
+        .iter()
+        .fold(Router::new(), |r, (path, _)| {
+            r.route(&format!("/v1/{path}"), post(routes::segment::post))
+        });
     segment
         .route("/v1/events", post(routes::events::post))
         .route(
@@ -250,6 +268,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(routes::monitor::metrics))
         .route("/", get(routes::monitor::page))
         .route("/assets/{name}", get(routes::monitor::asset))
+        .route("/tracklake.js", get(routes::tracker::script))
         .route("/healthz", get(routes::health::live))
         .route("/readyz", get(routes::health::ready))
         .route_layer(axum::middleware::from_fn(routes::monitor::track))
@@ -265,10 +284,15 @@ pub fn router(app: Arc<App>) -> Router {
             app.clone(),
             limits::check,
         ))
-        // Outermost: a request without the right key goes no further.
+        // A request without the right key goes no further …
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             auth::check,
+        ))
+        // … but a browser's preflight carries no key: CORS comes first.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            cors::check,
         ))
         .with_state(app)
 }
@@ -282,7 +306,7 @@ pub mod fuzzing {
 
     /// A Segment message (of call `kind`) as tracklake event fields.
     pub fn segment_message(kind: &str, message: &Value) -> Result<Map<String, Value>, Rejection> {
-        crate::routes::segment::to_event(kind, message)
+        crate::routes::segment::to_event(kind, message, chrono::Utc::now())
     }
 
     /// The query string of `GET /v1/users/{user_id}/events`: `Ok` when taken.

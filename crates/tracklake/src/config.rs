@@ -147,6 +147,7 @@ pub fn load(
          left out (--no-default-features): build it with its default features"
     );
     config.analytics.check().map_err(anyhow::Error::msg)?;
+    config.server.check()?;
     for (_, name) in tracklake_query::analytics::Report::ALL {
         anyhow::ensure!(
             !config.query.reports.contains_key(name),

@@ -211,7 +211,7 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
         pipeline,
         Some(sql),
         Some(monitor),
-    );
+    )?;
     if let Some(deletions) = &deletions {
         let _ = app.deleter.set(Arc::new(DeletionView(deletions.clone())));
     }

@@ -80,13 +80,19 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
-    if essence.eq_ignore_ascii_case("application/json") {
+    // A page's `sendBeacon` and a `fetch` that avoids a CORS preflight send
+    // JSON as `text/plain`; the body is read as JSON either way.
+    if essence.eq_ignore_ascii_case("application/json")
+        || essence.eq_ignore_ascii_case("text/plain")
+    {
         Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            format!("send events as Content-Type: application/json (got {content_type:?})"),
+            format!(
+                "send events as Content-Type: application/json or text/plain (got {content_type:?})"
+            ),
         ))
     }
 }

@@ -5,4 +5,5 @@ pub mod health;
 pub mod monitor;
 pub mod query;
 pub mod segment;
+pub mod tracker;
 pub mod users;

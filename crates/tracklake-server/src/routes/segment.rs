@@ -12,8 +12,15 @@
 //! | `userId`, else `anonymousId` | `user_id`, else `"anon:" + anonymousId` |
 //! | `messageId`, `timestamp` | `event_id`, `event_at` |
 //! | `context.ip`, `context.userAgent` | `ip_address`, `user_agent` |
+//! | `context.page`, `campaign`, `screen`, `sessionId` | `properties.page`, `campaign`, `screen`, `session_id` |
 //!
-//! The write key (HTTP Basic user name) is accepted but not yet checked.
+//! analytics.js (`@segment/analytics-next`) posts to the short paths
+//! `/v1/t`, `/i`, `/p`, `/s`, `/g`, `/a` and `/b` (a batch) as
+//! `Content-Type: text/plain`, with its write key in the body's `writeKey`;
+//! the body is JSON whatever its declared type. A message's `sentAt` (the
+//! sender's clock when it sent) corrects `timestamp` for that clock's skew.
+//! With API keys configured, the write key is checked like any key
+//! (`auth.rs`), from the `Authorization` header or else from `writeKey`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,8 +38,47 @@ use crate::App;
 use crate::client::request_context;
 
 const MAX_MESSAGE_BYTES: usize = 32 * 1024;
-const MAX_BATCH_BYTES: usize = 500 * 1024;
-const CALLS: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
+pub(crate) const MAX_BATCH_BYTES: usize = 500 * 1024;
+/// The paths under `/v1/` that take Segment messages, and their call: the
+/// Tracking API's names and analytics.js's one-letter ones.
+pub const PATHS: [(&str, &str); 14] = [
+    ("track", "track"),
+    ("identify", "identify"),
+    ("page", "page"),
+    ("screen", "screen"),
+    ("group", "group"),
+    ("alias", "alias"),
+    ("batch", "batch"),
+    ("t", "track"),
+    ("i", "identify"),
+    ("p", "page"),
+    ("s", "screen"),
+    ("g", "group"),
+    ("a", "alias"),
+    ("b", "batch"),
+];
+
+/// `context` fields kept as properties: `(context's name, property)`.
+const CONTEXT_PROPERTIES: [(&str, &str); 4] = [
+    ("page", "page"),
+    ("campaign", "campaign"),
+    ("screen", "screen"),
+    ("sessionId", "session_id"),
+];
+
+/// The Segment call a path takes, if it takes one.
+pub fn call_of(path: &str) -> Option<&'static str> {
+    let rest = path.strip_prefix("/v1/")?;
+    PATHS
+        .iter()
+        .find(|(p, _)| *p == rest)
+        .map(|(_, call)| *call)
+}
+
+/// Whether a path takes events: `/v1/events` or a Segment call.
+pub fn is_ingest(path: &str) -> bool {
+    path == "/v1/events" || call_of(path).is_some()
+}
 
 /// `POST /v1/{call}` for one message, or `/v1/batch`.
 pub async fn post(
@@ -42,11 +88,13 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let call = path.as_str().trim_start_matches("/v1/").to_owned();
+    let Some(call) = call_of(path.as_str()) else {
+        return failure(
+            StatusCode::NOT_FOUND,
+            format!("no Segment call at {}", path.as_str()),
+        );
+    };
     let is_batch = call == "batch";
-    if !is_batch && !CALLS.contains(&call.as_str()) {
-        return failure(StatusCode::NOT_FOUND, format!("no Segment call {call:?}"));
-    }
     if let Err(refused) = app.admit() {
         return failure(refused.status, refused.message);
     }
@@ -69,14 +117,20 @@ pub async fn post(
         Err(e) => return failure(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
     };
     let messages: Vec<(String, Value)> = if is_batch {
-        let shared = payload.get("context").cloned();
+        // What a batch says once for all its messages.
+        let shared: Vec<(&str, Value)> = ["context", "sentAt"]
+            .into_iter()
+            .filter_map(|k| Some((k, payload.get(k)?.clone())))
+            .collect();
         match payload.get("batch").and_then(Value::as_array) {
             Some(batch) => batch
                 .iter()
                 .map(|m| {
                     let mut m = m.clone();
-                    if let (Some(ctx), Some(obj)) = (&shared, m.as_object_mut()) {
-                        obj.entry("context").or_insert_with(|| ctx.clone());
+                    if let Some(obj) = m.as_object_mut() {
+                        for (key, value) in &shared {
+                            obj.entry(*key).or_insert_with(|| value.clone());
+                        }
                     }
                     (m["type"].as_str().unwrap_or_default().to_owned(), m)
                 })
@@ -89,7 +143,7 @@ pub async fn post(
             }
         }
     } else {
-        vec![(call.clone(), payload)]
+        vec![(call.to_owned(), payload)]
     };
     let ctx = request_context(peer, &headers, &app.config.trusted_proxies);
     let now = chrono::Utc::now();
@@ -104,7 +158,7 @@ pub async fn post(
                 format!("a message may be at most {MAX_MESSAGE_BYTES} bytes"),
             ))
         } else {
-            to_event(&kind, &message).and_then(|map| app.validator.validate(map, &ctx, now))
+            to_event(&kind, &message, now).and_then(|map| app.validator.validate(map, &ctx, now))
         };
         crate::count::validated([&outcome]);
         match outcome {
@@ -141,8 +195,13 @@ fn failure(status: StatusCode, message: String) -> Response {
     (status, Json(json!({"success": false, "message": message}))).into_response()
 }
 
-/// One Segment message as a tracklake event object (validated afterwards).
-pub fn to_event(kind: &str, m: &Value) -> Result<Map<String, Value>, Rejection> {
+/// One Segment message, received at `now`, as a tracklake event object
+/// (validated afterwards).
+pub fn to_event(
+    kind: &str,
+    m: &Value,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Map<String, Value>, Rejection> {
     let bad = |field: &str, msg: &str| Rejection::new("invalid_format", Some(field), msg);
     let user_id = match (&m["userId"], m["anonymousId"].as_str()) {
         (Value::String(s), _) if !s.is_empty() => Value::from(s.clone()),
@@ -192,12 +251,29 @@ pub fn to_event(kind: &str, m: &Value) -> Result<Map<String, Value>, Rejection> 
     event.insert("user_id".into(), user_id);
     event.insert("event_type".into(), event_type.into());
     event.insert("properties".into(), Value::Object(properties));
-    for (from, to) in [("messageId", "event_id"), ("timestamp", "event_at")] {
-        if let Some(v) = m[from].as_str() {
-            event.insert(to.into(), v.into());
-        }
+    if let Some(id) = m["messageId"].as_str() {
+        event.insert("event_id".into(), id.into());
+    }
+    if let Some(at) = m["timestamp"].as_str() {
+        event.insert("event_at".into(), corrected(at, &m["sentAt"], now).into());
     }
     let context = &m["context"];
+    // Where in a page it happened, the campaign that brought the visitor
+    // and the screen (analytics.js and tracklake.js fill them), and the
+    // session (tracklake.js).
+    if let Some(Value::Object(properties)) = event.get_mut("properties") {
+        for (from, to) in CONTEXT_PROPERTIES {
+            let value = &context[from];
+            let wanted = if to == "session_id" {
+                value.is_string()
+            } else {
+                value.is_object()
+            };
+            if wanted && !properties.contains_key(to) {
+                properties.insert(to.into(), value.clone());
+            }
+        }
+    }
     if let Some(ip) = context["ip"].as_str() {
         event.insert("ip_address".into(), ip.into());
     }
@@ -205,6 +281,25 @@ pub fn to_event(kind: &str, m: &Value) -> Result<Map<String, Value>, Rejection> 
         event.insert("user_agent".into(), ua.into());
     }
     Ok(event)
+}
+
+/// `timestamp` as the server's clock would have said it: moved by how far
+/// the sender's clock was off when it sent (`now - sentAt`), as Segment
+/// does. As sent when `sentAt` is missing or either cannot be read (the
+/// validator then judges `timestamp`).
+fn corrected(timestamp: &str, sent_at: &Value, now: chrono::DateTime<chrono::Utc>) -> String {
+    let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
+    let skew = sent_at
+        .as_str()
+        .and_then(parse)
+        .map(|sent| now - sent.with_timezone(&chrono::Utc));
+    match parse(timestamp)
+        .zip(skew)
+        .and_then(|(at, skew)| at.with_timezone(&chrono::Utc).checked_add_signed(skew))
+    {
+        Some(at) => at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        None => timestamp.to_owned(),
+    }
 }
 
 /// `"Signed Up"` → `"signed-up"`: lowercase, other characters become `-`,
@@ -244,7 +339,7 @@ mod tests {
         let m = json!({"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "m-1",
                        "timestamp": "2026-11-27T08:00:00.000Z", "properties": {"plan": "pro"},
                        "context": {"ip": "203.0.113.9", "userAgent": "Mozilla/5.0"}});
-        let e = to_event("track", &m).unwrap();
+        let e = to_event("track", &m, chrono::Utc::now()).unwrap();
         assert_eq!(e["event_type"], "signed-up");
         assert_eq!(e["event_id"], "m-1");
         assert_eq!(e["properties"]["event"], "Signed Up");
@@ -253,6 +348,7 @@ mod tests {
         let e = to_event(
             "identify",
             &json!({"anonymousId": "a-9", "traits": {"email": "x@example.com"}}),
+            chrono::Utc::now(),
         )
         .unwrap();
         assert_eq!(
@@ -260,7 +356,44 @@ mod tests {
             (Some("anon:a-9"), Some("identify"))
         );
         assert_eq!(e["properties"]["traits"]["email"], "x@example.com");
-        let r = to_event("track", &json!({"event": "x"})).unwrap_err();
+        let r = to_event("track", &json!({"event": "x"}), chrono::Utc::now()).unwrap_err();
         assert_eq!(r.field.as_deref(), Some("userId"));
+    }
+
+    #[test]
+    fn a_senders_clock_skew_is_taken_out() {
+        let now = "2026-12-03T12:00:10Z".parse().unwrap();
+        // The browser's clock is 1 hour behind: it stamped the event 5 s
+        // before it sent it, which the server received at 12:00:10.
+        let m = json!({"type": "page", "anonymousId": "a", "writeKey": "k",
+                       "timestamp": "2026-12-03T11:00:00.000Z", "sentAt": "2026-12-03T11:00:05.000Z",
+                       "context": {"page": {"path": "/pricing", "url": "https://example.com/pricing"},
+                                   "campaign": {"source": "news", "name": "launch"}}});
+        let e = to_event("page", &m, now).unwrap();
+        assert_eq!(e["event_at"], "2026-12-03T12:00:05.000Z");
+        assert_eq!(e["properties"]["page"]["path"], "/pricing");
+        assert_eq!(e["properties"]["campaign"]["source"], "news");
+        assert!(
+            !e["properties"]
+                .as_object()
+                .unwrap()
+                .contains_key("writeKey")
+        );
+        // Without sentAt, or unreadable, the timestamp is kept as sent.
+        let m = json!({"anonymousId": "a", "timestamp": "2026-12-03T11:00:00Z", "sentAt": "soon"});
+        assert_eq!(
+            to_event("page", &m, now).unwrap()["event_at"],
+            "2026-12-03T11:00:00Z"
+        );
+    }
+
+    #[test]
+    fn short_paths_name_their_calls() {
+        assert_eq!(call_of("/v1/t"), Some("track"));
+        assert_eq!(call_of("/v1/b"), Some("batch"));
+        assert_eq!(call_of("/v1/track"), Some("track"));
+        assert_eq!(call_of("/v1/x"), None);
+        assert!(is_ingest("/v1/events") && is_ingest("/v1/p"));
+        assert!(!is_ingest("/v1/query"));
     }
 }

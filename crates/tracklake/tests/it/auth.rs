@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::harness::{BIN, Server};
 
 /// `tracklake keys create`: the key on stdout, its config entry on stderr.
-fn create(scope: &str) -> (String, String) {
+pub(crate) fn create(scope: &str) -> (String, String) {
     let out = Command::new(BIN)
         .args(["keys", "create", "--scope", scope, "--name", scope])
         .output()

@@ -457,3 +457,56 @@ pub fn parquet_ids(data: bytes::Bytes) -> Vec<String> {
     }
     ids
 }
+
+/// Headless Chromium's command, when installed.
+pub fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| runs(c, &["--version"]));
+    have("chromium", found.is_some(), "apt-get install chromium").then_some(())?;
+    found
+}
+
+/// Loads `url` in headless Chromium with a fresh profile, runs its timers
+/// for up to 20 s of virtual time (network waits pause it), and returns
+/// what it printed (the DOM with `--dump-dom`) and its log.
+pub fn browse(chromium: &str, url: &str, extra: &[&str]) -> (String, String) {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=20000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), log)
+}
+
+/// The text of the element `<pre id="{id}">` in a dumped DOM, unescaped.
+pub fn dom_text(dom: &str, id: &str) -> Option<String> {
+    let text = dom
+        .split(&format!("<pre id=\"{id}\">"))
+        .nth(1)?
+        .split("</pre>")
+        .next()?;
+    Some(
+        text.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&amp;", "&"),
+    )
+}

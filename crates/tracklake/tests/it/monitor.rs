@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{BIN, Server, have, runs};
+use crate::harness::{BIN, Server, browse, chromium, dom_text};
 
 const CONFIG: &str = "[ingest]\nevent_types = [\"login\", \"material-view\"]\n\
      [metrics]\ninterval_secs = 1\n[delivery]\nbuffer_interval_secs = 1\n";
@@ -178,13 +178,9 @@ async fn an_alarm_fires_and_clears_and_the_webhook_hears_both() {
 /// shows activity, and nothing was logged to the console.
 #[tokio::test]
 async fn the_dashboard_draws_every_chart_in_a_real_browser() {
-    let chromium = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|c| runs(c, &["--version"]));
-    if !have("chromium", chromium.is_some(), "apt-get install chromium") {
+    let Some(chromium) = chromium() else {
         return;
-    }
-    let chromium = chromium.unwrap();
+    };
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("data"), CONFIG);
     let seeded = Command::new(BIN)
@@ -216,51 +212,16 @@ async fn the_dashboard_draws_every_chart_in_a_real_browser() {
     );
     tokio::time::sleep(Duration::from_secs(4)).await; // a few history samples
 
+    let page = format!("{}/?user=1", s.url);
     let browse = |extra: &[&str]| {
-        let profile = tempfile::tempdir().unwrap();
-        let out = Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--disable-quic",
-                "--enable-logging=stderr",
-                "--v=0",
-                "--virtual-time-budget=20000",
-                "--window-size=1280,2600",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .args(extra)
-            .arg(format!("{}/?user=1", s.url))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let mut args = vec!["--window-size=1280,2600"];
+        args.extend_from_slice(extra);
+        browse(chromium, &page, &args)
     };
     let (dom, log) = browse(&["--dump-dom"]);
-    let check = dom
-        .split("<pre id=\"selfcheck\">")
-        .nth(1)
-        .and_then(|rest| rest.split("</pre>").next())
-        .expect("the page wrote its self-check");
-    let check: Value = serde_json::from_str(
-        &check
-            .replace("&amp;", "&")
-            .replace("&lt;", "<")
-            .replace("&gt;", ">"),
-    )
-    .unwrap_or_else(|e| panic!("self-check is not JSON ({e}): {check}"));
+    let check = dom_text(&dom, "selfcheck").expect("the page wrote its self-check");
+    let check: Value = serde_json::from_str(&check)
+        .unwrap_or_else(|e| panic!("self-check is not JSON ({e}): {check}"));
     assert_eq!(check["errors"], json!([]), "{check}");
     for chart in [
         "incoming",
@@ -289,6 +250,17 @@ async fn the_dashboard_draws_every_chart_in_a_real_browser() {
         assert!(check["drawn"][table].is_u64(), "{table} missing: {check}");
     }
     assert!(check["lookup"].as_u64().unwrap_or(0) > 0, "{check}");
+    // Every y axis is wide enough for its labels, and large numbers are
+    // written short (they were clipped to "0,000").
+    assert_eq!(check["label_of_1200000"], "1.2M");
+    let axes = check["y_axes"].as_object().unwrap();
+    assert!(axes.len() >= 10, "{check}");
+    for (chart, axis) in axes {
+        assert!(
+            axis["widest"].as_i64().unwrap() <= axis["label_room"].as_i64().unwrap(),
+            "{chart}'s y labels are clipped: {axis}"
+        );
+    }
     let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
     assert!(console.is_empty(), "the console was not quiet: {console:?}");
 

@@ -1,0 +1,218 @@
+//! Web pages in headless Chromium, served from an origin other than
+//! tracklake's: one with `/tracklake.js`, one with Segment's own browser
+//! library (`@segment/analytics-next` from npm, unmodified, its settings
+//! passed in so nothing is fetched from outside), and one on an origin
+//! tracklake does not allow. What they send comes back through the
+//! per-user API; the refused origin's events are nowhere.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::Path as UrlPath;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use serde_json::Value;
+
+use crate::auth::create;
+use crate::harness::{Server, browse, chromium, dom_text, have};
+
+/// Where .ci/run installs the npm package (`web/package.json`).
+fn analytics_next() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/web/node_modules/@segment/analytics-next/dist/umd")
+}
+
+/// A port of its own for a page: another origin than tracklake's.
+async fn origin() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    (listener, origin)
+}
+
+/// Serves `page` at `/page.html`, and analytics.js's files at
+/// `/analytics-next/bundles/` (where it loads its chunks from).
+fn serve_page(listener: tokio::net::TcpListener, page: String) {
+    let files = analytics_next();
+    let app = Router::new()
+        .route("/page.html", get(move || async move { Html(page) }))
+        .route(
+            "/analytics-next/bundles/{file}",
+            get(move |UrlPath(file): UrlPath<String>| async move {
+                match std::fs::read(files.join(file.replace('/', ""))) {
+                    Ok(body) => ([(header::CONTENT_TYPE, "text/javascript")], body).into_response(),
+                    Err(_) => StatusCode::NOT_FOUND.into_response(),
+                }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+}
+
+/// A page that loads /tracklake.js, tracks, navigates as a single-page app
+/// does, identifies and tracks again, then writes its anonymous id.
+fn tracker_page(tracklake: &str, key: &str) -> String {
+    format!(
+        r#"<!doctype html><html><head><title>Shop</title>
+<script src="{tracklake}/tracklake.js" data-key="{key}"></script></head>
+<body><pre id="out"></pre><script>
+tracklake.track("Signed Up", {{plan: "pro"}});
+history.pushState({{}}, "", "/pricing");
+tracklake.identify("web-user-1", {{email: "ada@example.com"}});
+tracklake.track("Checkout", {{total: 42}});
+tracklake.flush();
+setTimeout(() => {{ document.getElementById("out").textContent = tracklake.anonymousId(); }}, 3000);
+</script></body></html>"#
+    )
+}
+
+/// A page with analytics.js 1.84 pointed at tracklake.
+fn analytics_next_page(tracklake: &str, key: &str) -> String {
+    let api_host = format!("{}/v1", tracklake.trim_start_matches("http://"));
+    format!(
+        r#"<!doctype html><html><head><title>Docs</title>
+<script src="{{ORIGIN}}/analytics-next/bundles/index.js"></script></head>
+<body><pre id="out"></pre><script>
+const settings = {{integrations: {{"Segment.io": {{apiKey: "{key}", apiHost: "{api_host}", protocol: "http"}}}}}};
+const analytics = AnalyticsNext.AnalyticsBrowser.load({{writeKey: "{key}", cdnURL: "{{ORIGIN}}", cdnSettings: settings}});
+(async () => {{
+  await analytics.page("Docs", "Home");
+  await analytics.identify("ajs-user-1", {{plan: "pro"}});
+  await analytics.track("Signed Up", {{plan: "pro"}});
+  document.getElementById("out").textContent = "sent";
+}})().catch((e) => {{ document.getElementById("out").textContent = "failed: " + e; }});
+</script></body></html>"#
+    )
+}
+
+/// The events of `user` once there are `n` (within 20 s).
+async fn events_of(s: &Server, read: &str, user: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let page: Value = reqwest::Client::new()
+            .get(format!("{}/v1/users/{user}/events?order=oldest", s.url))
+            .bearer_auth(read)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        if events.len() >= n || Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Their types, sorted: events sent in the same millisecond have no order.
+fn types(events: &[Value]) -> Vec<&str> {
+    let mut types: Vec<&str> = events
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    types.sort();
+    types
+}
+
+/// The first of `events` of this type whose properties have `path`.
+fn find<'a>(events: &'a [Value], event_type: &str, path: Option<&str>) -> &'a Value {
+    events
+        .iter()
+        .find(|e| {
+            e["event_type"] == event_type && path.is_none_or(|p| e["properties"]["path"] == p)
+        })
+        .unwrap_or_else(|| panic!("no {event_type} {path:?} in {events:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_on_other_origins_send_through_both_trackers() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    if !have(
+        "@segment/analytics-next from npm",
+        analytics_next().join("index.js").exists(),
+        "npm install --prefix crates/tracklake/tests/it/web",
+    ) {
+        return;
+    }
+    let (write, write_entry) = create("write");
+    let (read, read_entry) = create("read");
+    // The pages' origins first, for tracklake's config; their pages, which
+    // name tracklake's address, once it runs.
+    let ((shop_port, shop), (docs_port, docs), (evil_port, evil)) =
+        (origin().await, origin().await, origin().await);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[ingest]\nevent_types = [\"page\", \"identify\", \"signed-up\", \"checkout\"]\n\
+         [server]\ncors_origins = [\"{shop}\", \"{docs}\"]\n{write_entry}\n{read_entry}\n"
+    );
+    let s = Server::start(&dir.path().join("data"), &config);
+    serve_page(shop_port, tracker_page(&s.url, &write));
+    serve_page(
+        docs_port,
+        analytics_next_page(&s.url, &write).replace("{ORIGIN}", &docs),
+    );
+    serve_page(evil_port, tracker_page(&s.url, &write));
+
+    // tracklake.js: a page view on load (with its campaign), a track, a
+    // page view on navigation, identify, and a track as the known user.
+    let (dom, log) = browse(
+        chromium,
+        &format!("{shop}/page.html?utm_source=news&utm_campaign=launch"),
+        &["--dump-dom"],
+    );
+    let anonymous = dom_text(&dom, "out")
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| panic!("no anonymous id: {log}"));
+    let anon = events_of(&s, &read, &format!("anon:{anonymous}"), 3).await;
+    assert_eq!(types(&anon), ["page", "page", "signed-up"], "{anon:?}");
+    let landing = &find(&anon, "page", Some("/page.html"))["properties"];
+    assert_eq!(landing["campaign"]["source"], "news");
+    assert_eq!(landing["campaign"]["name"], "launch");
+    let session = landing["session_id"].as_str().expect("a session id");
+    assert!(
+        landing["screen"]["width"].as_u64().unwrap_or(0) > 0,
+        "{landing}"
+    );
+    let pricing = &find(&anon, "page", Some("/pricing"))["properties"];
+    assert_eq!(
+        pricing["referrer"].as_str().unwrap(),
+        format!("{shop}/page.html?utm_source=news&utm_campaign=launch")
+    );
+    assert_eq!(pricing["session_id"], session);
+    assert_eq!(anon[0]["device"]["browser"], "Chrome", "{:?}", anon[0]);
+    let known = events_of(&s, &read, "web-user-1", 2).await;
+    assert_eq!(types(&known), ["identify", "checkout"], "{known:?}");
+    let identify = find(&known, "identify", None);
+    assert_eq!(identify["properties"]["traits"]["email"], "ada@example.com");
+    assert_eq!(
+        find(&known, "checkout", None)["properties"]["session_id"],
+        session
+    );
+
+    // analytics.js, unmodified.
+    let (dom, log) = browse(chromium, &format!("{docs}/page.html"), &["--dump-dom"]);
+    assert_eq!(dom_text(&dom, "out").as_deref(), Some("sent"), "{log}");
+    let ajs = events_of(&s, &read, "ajs-user-1", 2).await;
+    assert_eq!(types(&ajs), ["identify", "signed-up"], "{ajs:?}");
+    let signed_up = find(&ajs, "signed-up", None);
+    assert_eq!(signed_up["properties"]["plan"], "pro");
+    assert_eq!(signed_up["properties"]["page"]["path"], "/page.html");
+    assert_eq!(signed_up["device"]["browser"], "Chrome");
+
+    // The same page on an origin tracklake does not allow: refused, and
+    // the page is told why.
+    let (dom, log) = browse(chromium, &format!("{evil}/page.html"), &["--dump-dom"]);
+    let anonymous = dom_text(&dom, "out")
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| panic!("no anonymous id: {log}"));
+    assert!(log.contains("tracklake: 403"), "{log}");
+    assert_eq!(
+        events_of(&s, &read, &format!("anon:{anonymous}"), 0).await,
+        Vec::<Value>::new()
+    );
+    s.stop();
+}
