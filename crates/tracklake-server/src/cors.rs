@@ -99,9 +99,16 @@ fn normalize(origin: &str) -> Option<String> {
     })
 }
 
-/// Whether `Origin` names the server itself (the `Host` it was reached at).
+/// Whether the request comes from one of the server's own pages (the
+/// dashboard): the browser says so (`Sec-Fetch-Site`, which no script can
+/// set; it survives a proxy that rewrites `Host`), or `Origin` names the
+/// `Host` the server was reached at.
 fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+    let value = |name: &str| headers.get(name).and_then(|h| h.to_str().ok());
+    if value("sec-fetch-site") == Some("same-origin") {
+        return true;
+    }
+    let Some(host) = value(header::HOST.as_str()) else {
         return false;
     };
     origin
@@ -128,6 +135,10 @@ pub async fn check(State(app): State<Arc<App>>, request: Request, next: Next) ->
     } else {
         (&app.cors.read, "GET, POST, DELETE, OPTIONS")
     };
+    let preflight = request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if !origins.allow(&origin) {
         let setting = if write {
             "cors_origins"
@@ -141,16 +152,12 @@ pub async fn check(State(app): State<Arc<App>>, request: Request, next: Next) ->
         )
         .into_response();
         // A sending page may read why it was refused (and stop retrying);
-        // a refusal of a read shows nothing.
-        if write {
+        // a refused preflight or read shows nothing.
+        if write && !preflight {
             allow(refusal.headers_mut(), &origin);
         }
         return refusal;
     }
-    let preflight = request.method() == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     let mut response = if preflight {
         let mut response = StatusCode::NO_CONTENT.into_response();
         let headers = response.headers_mut();
@@ -255,5 +262,10 @@ mod tests {
         assert!(same_origin("http://127.0.0.1:7800", &headers));
         assert!(!same_origin("http://127.0.0.1:7801", &headers));
         assert!(!same_origin("null", &headers));
+        // Behind a proxy that rewrote Host, the browser's word.
+        headers.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_origin("https://tracklake.example.com", &headers));
+        headers.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(!same_origin("https://tracklake.example.com", &headers));
     }
 }

@@ -140,12 +140,6 @@ pub fn load(
         figment = figment.merge(Serialized::default("server.listen", listen));
     }
     let config: Config = figment.extract().context("reading the configuration")?;
-    #[cfg(not(feature = "aws"))]
-    anyhow::ensure!(
-        config.aws.dynamodb_table.is_none() && config.aws.firehose_stream.is_none(),
-        "[aws] dynamodb_table and firehose_stream need the AWS SDK, which this build of tracklake \
-         left out (--no-default-features): build it with its default features"
-    );
     config.analytics.check().map_err(anyhow::Error::msg)?;
     config.server.check()?;
     for (_, name) in tracklake_query::analytics::Report::ALL {

@@ -4,7 +4,6 @@
 mod commands;
 mod config;
 mod logging;
-#[cfg(feature = "aws")]
 mod on_aws;
 mod serve;
 

@@ -1,6 +1,5 @@
-//! `serve` on the managed services (the `aws` feature, on by default):
-//! events in DynamoDB, its stream read back here, or delivery through
-//! Kinesis Firehose (docs/AWS.md).
+//! `serve` on the managed services: events in DynamoDB, its stream read
+//! back here, or delivery through Kinesis Firehose (docs/AWS.md).
 
 use std::sync::Arc;
 

@@ -88,7 +88,6 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     let lake = Lake::open(&config.lake, &config.data_dir)
         .context("opening the lake")?
         .with_privacy(privacy);
-    #[cfg(feature = "aws")]
     let lake = match &config.aws.firehose_stream {
         Some(stream) => lake.with_sink(crate::on_aws::firehose_sink(&config.aws, stream).await),
         None => lake,
@@ -301,7 +300,6 @@ async fn open_table(
     Option<Arc<EmbeddedTable>>,
     Option<StreamTask>,
 )> {
-    #[cfg(feature = "aws")]
     if let Some(name) = &config.aws.dynamodb_table {
         return crate::on_aws::open_dynamodb(config, name).await;
     }

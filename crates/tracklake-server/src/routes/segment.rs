@@ -263,6 +263,10 @@ pub fn to_event(
     // session (tracklake.js).
     if let Some(Value::Object(properties)) = event.get_mut("properties") {
         for (from, to) in CONTEXT_PROPERTIES {
+            // A page call's properties already are the page.
+            if to == "page" && kind == "page" {
+                continue;
+            }
             let value = &context[from];
             let wanted = if to == "session_id" {
                 value.is_string()
@@ -365,11 +369,11 @@ mod tests {
         let now = "2026-12-03T12:00:10Z".parse().unwrap();
         // The browser's clock is 1 hour behind: it stamped the event 5 s
         // before it sent it, which the server received at 12:00:10.
-        let m = json!({"type": "page", "anonymousId": "a", "writeKey": "k",
+        let m = json!({"type": "track", "event": "Viewed", "anonymousId": "a", "writeKey": "k",
                        "timestamp": "2026-12-03T11:00:00.000Z", "sentAt": "2026-12-03T11:00:05.000Z",
                        "context": {"page": {"path": "/pricing", "url": "https://example.com/pricing"},
                                    "campaign": {"source": "news", "name": "launch"}}});
-        let e = to_event("page", &m, now).unwrap();
+        let e = to_event("track", &m, now).unwrap();
         assert_eq!(e["event_at"], "2026-12-03T12:00:05.000Z");
         assert_eq!(e["properties"]["page"]["path"], "/pricing");
         assert_eq!(e["properties"]["campaign"]["source"], "news");

@@ -48,7 +48,8 @@ fn page_message(write_key: &str, anonymous_id: &str) -> Value {
         "type": "page", "anonymousId": anonymous_id, "writeKey": write_key,
         "messageId": format!("ajs-next-{anonymous_id}"),
         "timestamp": "2026-12-03T10:00:00.000Z", "sentAt": "2026-12-03T10:00:00.050Z",
-        "properties": {"path": "/pricing", "url": "http://shop.example:8080/pricing", "title": "Pricing"},
+        "properties": {"path": "/pricing", "url": "http://shop.example:8080/pricing", "title": "Pricing",
+                       "referrer": "https://search.example/"},
         "context": {"page": {"path": "/pricing", "referrer": "https://search.example/"},
                     "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
                     "library": {"name": "analytics.js", "version": "npm:next-1.84.3"}},
@@ -142,10 +143,9 @@ async fn a_page_on_an_allowed_origin_sends_and_reads_its_answer() {
     );
     let page = &events[0];
     assert_eq!(page["properties"]["path"], "/pricing");
-    assert_eq!(
-        page["properties"]["page"]["referrer"],
-        "https://search.example/"
-    );
+    assert_eq!(page["properties"]["referrer"], "https://search.example/");
+    // A page call's properties are the page, not repeated under `page`.
+    assert!(page["properties"].get("page").is_none());
     assert_eq!(page["device"]["browser"], "Chrome");
     assert!(
         !page["properties"]
