@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{ARTICLE_CONFIG, Server, have, lake_ids, runs, stdout_of};
+use crate::harness::{ARTICLE_CONFIG, Server, have, lake_holds_once, runs, stdout_of};
 
 /// A tmpfs of `mib` MiB on a new directory, unmounted when dropped.
 struct Tmpfs {
@@ -164,19 +164,7 @@ async fn full_disks_refuse_then_resume_without_restart() {
     stored.sort();
     acked.sort();
     assert_eq!(stored, acked);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let in_lake = lake_ids(&lake);
-        if in_lake.len() >= acked.len() {
-            let mut ids: Vec<String> = in_lake.keys().cloned().collect();
-            ids.sort();
-            assert_eq!(ids, acked);
-            assert!(in_lake.values().all(|&n| n == 1), "{in_lake:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "delivery did not catch up");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    lake_holds_once(&lake, &acked, Duration::from_secs(30)).await;
     server.stop();
 }
 
@@ -255,19 +243,6 @@ async fn a_write_that_meets_a_full_disk_exits_75_and_the_next_start_recovers() {
     stored.sort();
     acked.sort();
     assert_eq!(stored, acked);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let in_lake = lake_ids(&lake);
-        if in_lake.len() >= acked.len() {
-            let mut ids: Vec<String> = in_lake.keys().cloned().collect();
-            ids.sort();
-            acked.sort();
-            assert_eq!(ids, acked);
-            assert!(in_lake.values().all(|&n| n == 1), "{in_lake:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "delivery did not catch up");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    lake_holds_once(&lake, &acked, Duration::from_secs(30)).await;
     server.stop();
 }

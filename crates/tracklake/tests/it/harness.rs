@@ -496,6 +496,32 @@ pub fn browse(chromium: &str, url: &str, extra: &[&str]) -> (String, String) {
     (String::from_utf8_lossy(&out.stdout).into_owned(), log)
 }
 
+/// Waits up to `within` for delivery to catch up, then checks that the
+/// lake's current version holds exactly `ids`, each once.
+pub async fn lake_holds_once(lake_dir: &Path, ids: &[String], within: Duration) {
+    let mut want = ids.to_vec();
+    want.sort();
+    let deadline = Instant::now() + within;
+    loop {
+        let in_lake = lake_ids(lake_dir);
+        if in_lake.len() >= want.len() {
+            let mut found: Vec<String> = in_lake.keys().cloned().collect();
+            found.sort();
+            assert_eq!(found, want);
+            let doubled: Vec<_> = in_lake.iter().filter(|(_, n)| **n > 1).collect();
+            assert!(doubled.is_empty(), "doubled in the lake: {doubled:?}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivery did not catch up: {} of {} in the lake",
+            in_lake.len(),
+            want.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The text of the element `<pre id="{id}">` in a dumped DOM, unescaped.
 pub fn dom_text(dom: &str, id: &str) -> Option<String> {
     let text = dom

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::harness::{ARTICLE_CONFIG, Server, lake_ids};
+use crate::harness::{ARTICLE_CONFIG, Server, lake_holds_once};
 
 const DELAY_MS: u64 = 250;
 const SENDERS: usize = 32;
@@ -113,20 +113,7 @@ async fn a_slow_disk_slows_answers_without_a_cascade() {
     // … and what waits is bounded (the queue, the connections).
     assert!(peak < 600, "peak RSS {peak} MiB");
 
-    let mut acked = std::mem::take(&mut *acked.lock().await);
-    acked.sort();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let in_lake = lake_ids(&lake);
-        if in_lake.len() >= acked.len() {
-            let mut ids: Vec<String> = in_lake.keys().cloned().collect();
-            ids.sort();
-            assert_eq!(ids, acked);
-            assert!(in_lake.values().all(|&n| n == 1));
-            break;
-        }
-        assert!(Instant::now() < deadline, "delivery did not catch up");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let acked = std::mem::take(&mut *acked.lock().await);
+    lake_holds_once(&lake, &acked, Duration::from_secs(60)).await;
     Arc::into_inner(server).unwrap().stop();
 }
