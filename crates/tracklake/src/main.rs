@@ -143,14 +143,17 @@ async fn serve(
     listen: Option<SocketAddr>,
     allow_unauthenticated: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut config = match config::load(config.as_deref(), data_dir, listen) {
+    let loaded = config::load(config.as_deref(), data_dir, listen).and_then(|mut config| {
+        config.server.allow_unauthenticated |= allow_unauthenticated;
+        serve::check_listen(&config).map(|()| config)
+    });
+    let config = match loaded {
         Ok(config) => config,
         Err(error) => {
             eprintln!("Error: {error:#}");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    config.server.allow_unauthenticated |= allow_unauthenticated;
     logging::init(&config.log);
     Ok(match serve::run(config).await? {
         serve::Stopped::Asked => ExitCode::SUCCESS,

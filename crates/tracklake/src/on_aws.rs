@@ -9,7 +9,7 @@ use tracklake_delivery::RecordSink;
 use tracklake_table::{EmbeddedTable, Table};
 
 use crate::config::{AwsConfig, Config};
-use crate::serve::{StreamTask, open_embedded};
+use crate::serve::open_embedded;
 
 /// What `[aws] endpoint` and `region` say, for the SDK.
 fn settings(aws: &AwsConfig) -> tracklake_aws::AwsSettings {
@@ -34,7 +34,7 @@ pub async fn open_dynamodb(
 ) -> anyhow::Result<(
     Arc<dyn Table>,
     Option<Arc<EmbeddedTable>>,
-    Option<StreamTask>,
+    Option<StreamReader>,
 )> {
     let sdk = tracklake_aws::sdk_config(&settings(&config.aws), None).await;
     let mut table = DynamoTable::connect(&sdk, name.to_owned());
@@ -48,6 +48,5 @@ pub async fn open_dynamodb(
     let mirror = open_embedded(config, config.data_dir.join("stream").join("mirror"))?;
     let reader = StreamReader::open(&sdk, name, mirror.clone(), &config.data_dir)
         .context("opening the stream reader")?;
-    let run: StreamTask = Box::new(move |stop| Box::pin(reader.run(stop)));
-    Ok((Arc::new(table), Some(mirror), Some(run)))
+    Ok((Arc::new(table), Some(mirror), Some(reader)))
 }

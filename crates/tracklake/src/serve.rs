@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tracklake_aws::StreamReader;
 use tracklake_delivery::{Deletions, Delivery, Lake, claim_lake};
 use tracklake_event::{Privacy, Rules, Validator};
 use tracklake_metrics::{Alarms, Exporter, History, Monitor, names};
@@ -68,7 +68,9 @@ async fn table_failed(table: &dyn Table) {
     }
 }
 
-pub async fn run(config: Config) -> anyhow::Result<Stopped> {
+/// A config `serve` refuses to run with: listening beyond loopback with no
+/// API keys, unless told something in front checks access.
+pub fn check_listen(config: &Config) -> anyhow::Result<()> {
     let listen = config.server.listen;
     if !listen.ip().is_loopback()
         && config.server.keys.is_empty()
@@ -80,6 +82,11 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
              and add them under [server] keys, or pass --allow-unauthenticated if something in front of tracklake checks access"
         );
     }
+    Ok(())
+}
+
+pub async fn run(config: Config) -> anyhow::Result<Stopped> {
+    check_listen(&config)?;
     raise_open_files(config.server.max_connections);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
@@ -178,7 +185,7 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
         ))
     };
     let (stop_reader, reader_stopping) = tokio::sync::watch::channel(false);
-    let reader = reader.map(|run| tokio::spawn(run(reader_stopping)));
+    let reader = reader.map(|reader| tokio::spawn(reader.run(reader_stopping)));
     let monitor = Arc::new(Monitor {
         exporter: Exporter::install().map_err(anyhow::Error::msg)?,
         history: History::open(config.data_dir.join("metrics"), config.metrics.clone())
@@ -285,10 +292,6 @@ pub async fn run(config: Config) -> anyhow::Result<Stopped> {
     Ok(stopped)
 }
 
-/// Runs until its stop signal turns true: the DynamoDB stream's reader.
-pub(crate) type StreamTask =
-    Box<dyn FnOnce(watch::Receiver<bool>) -> BoxFuture<'static, ()> + Send>;
-
 /// The table the API writes and reads; the embedded table whose change
 /// log delivery and SQL's fresh events read (the table itself, or on
 /// DynamoDB with `read_stream`, a local mirror of its stream); and the
@@ -298,7 +301,7 @@ async fn open_table(
 ) -> anyhow::Result<(
     Arc<dyn Table>,
     Option<Arc<EmbeddedTable>>,
-    Option<StreamTask>,
+    Option<StreamReader>,
 )> {
     if let Some(name) = &config.aws.dynamodb_table {
         return crate::on_aws::open_dynamodb(config, name).await;
