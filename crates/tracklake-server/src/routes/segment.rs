@@ -28,14 +28,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value, json};
 use tracklake_event::Rejection;
 
-use crate::App;
 use crate::client::request_context;
+use crate::{ApiError, App};
 
 const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 pub(crate) const MAX_BATCH_BYTES: usize = 500 * 1024;
@@ -96,7 +96,7 @@ pub async fn post(
     };
     let is_batch = call == "batch";
     if let Err(refused) = app.admit() {
-        return failure(refused.status, refused.message);
+        return refusal(refused);
     }
     let limit = if is_batch {
         MAX_BATCH_BYTES
@@ -169,7 +169,7 @@ pub async fn post(
     if !events.is_empty() {
         match app.table.put(events).await {
             Ok(outcomes) => crate::count::stored(&outcomes),
-            Err(e) => return failure(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            Err(e) => return refusal(ApiError::from(e)),
         }
     }
     if let Some(first) = rejected.first() {
@@ -193,6 +193,18 @@ pub async fn post(
 
 fn failure(status: StatusCode, message: String) -> Response {
     (status, Json(json!({"success": false, "message": message}))).into_response()
+}
+
+/// An API error in Segment's shape, with its `Retry-After` (SDKs back off
+/// by it).
+fn refusal(error: ApiError) -> Response {
+    let mut response = failure(error.status, error.message);
+    if let Some(secs) = error.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
 }
 
 /// One Segment message, received at `now`, as a tracklake event object

@@ -63,6 +63,16 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Whether this run may mount a tmpfs (root, with `mount`); says what is
+/// missing when not.
+fn can_mount() -> bool {
+    have(
+        "root (to mount a small tmpfs)",
+        is_root() && runs("mount", &["--version"]),
+        "run the tests as root",
+    )
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -119,11 +129,7 @@ async fn post_until(
 
 #[tokio::test]
 async fn full_disks_refuse_then_resume_without_restart() {
-    if !have(
-        "root (to mount a small tmpfs)",
-        is_root() && runs("mount", &["--version"]),
-        "run the tests as root",
-    ) {
+    if !can_mount() {
         return;
     }
     let (data_fs, lake_fs) = (Tmpfs::mount(96), Tmpfs::mount(64));
@@ -145,6 +151,15 @@ async fn full_disks_refuse_then_resume_without_restart() {
         assert_eq!(body["error"]["code"], "disk_full", "{body}");
         assert!(message.contains(&path.display().to_string()), "{message}");
         assert_eq!(retry.as_deref(), Some("5"));
+        // Segment's calls are refused the same way, Retry-After included.
+        let segment = reqwest::Client::new()
+            .post(format!("{}/v1/track", server.url))
+            .json(&json!({"userId": "u1", "event": "login"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(segment.status().as_u16(), 503);
+        assert_eq!(segment.headers()["retry-after"], "5");
         let (status, ready) = server.get("/readyz").await;
         assert_eq!(status, 503, "{ready}");
         let metrics = server.text("/metrics").await;
@@ -188,11 +203,7 @@ async fn post_batch(server: &Server, from: usize, acked: &mut Vec<String>) -> (u
 
 #[tokio::test]
 async fn a_write_that_meets_a_full_disk_exits_75_and_the_next_start_recovers() {
-    if !have(
-        "root (to mount a small tmpfs)",
-        is_root() && runs("mount", &["--version"]),
-        "run the tests as root",
-    ) {
+    if !can_mount() {
         return;
     }
     let data_fs = Tmpfs::mount(64);
