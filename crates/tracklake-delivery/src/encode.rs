@@ -13,6 +13,11 @@
 //! | `device_type` | string |
 //! | `device_os`, `device_os_version`, `device_browser`, `device_browser_version`, `device_brand`, `device_model` | string, nullable |
 //! | `device_is_bot` | boolean |
+//! | `device_bot` | string, nullable: `ai`, `search`, `monitor`, `headless` or `crawler` for a bot |
+//! | `url`, `path`, `referrer_host`, `utm_source`, `utm_medium`, `utm_campaign`, `session_id` | string, nullable (see `tracklake_event::Web`) |
+//!
+//! Columns are only ever added, nullable, at the end: a file written
+//! before one was added reads it as null ([`conform`]).
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -28,7 +33,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
-use tracklake_event::Event;
+use tracklake_event::{Event, Web};
 
 use crate::Error;
 use crate::row::Row;
@@ -84,7 +89,11 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         text("device_brand", true),
         text("device_model", true),
         Field::new("device_is_bot", DataType::Boolean, false),
-    ]))
+        text("device_bot", true),
+    ]
+    .into_iter()
+    .chain(Web::COLUMNS.map(|name| text(name, true)))
+    .collect::<Vec<_>>()))
 });
 
 /// Encodes events as one file of `format`.
@@ -143,6 +152,9 @@ pub(crate) struct Columns {
     /// `device_type` to `device_model`, in [`SCHEMA`] order.
     device: [StringBuilder; 7],
     bot: BooleanBuilder,
+    bot_kind: StringBuilder,
+    /// `url` to `session_id`, in [`SCHEMA`] order.
+    web: [StringBuilder; 7],
     /// The text of an IP address, reused.
     address: String,
 }
@@ -162,6 +174,8 @@ impl Columns {
             props: texts(),
             device: std::array::from_fn(|_| texts()),
             bot: BooleanBuilder::with_capacity(n),
+            bot_kind: StringBuilder::with_capacity(n, 0),
+            web: std::array::from_fn(|_| StringBuilder::with_capacity(n, 0)),
             address: String::new(),
         }
     }
@@ -201,6 +215,10 @@ impl Columns {
         d_brand.append_option(d.brand.as_deref());
         d_model.append_option(d.model.as_deref());
         self.bot.append_value(d.is_bot);
+        self.bot_kind.append_option(d.bot.as_deref());
+        for (builder, value) in self.web.iter_mut().zip(e.web.values()) {
+            builder.append_option(value);
+        }
     }
 
     /// The rows pushed so far as one batch; the builders start empty again.
@@ -221,8 +239,52 @@ impl Columns {
                 .map(|b| Arc::new(b.finish()) as ArrayRef),
         );
         columns.push(Arc::new(self.bot.finish()));
+        columns.push(Arc::new(self.bot_kind.finish()));
+        columns.extend(self.web.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         RecordBatch::try_new(SCHEMA.clone(), columns).map_err(Error::Arrow)
     }
+}
+
+/// `batch` (read from a lake file) with the columns of [`SCHEMA`]: those
+/// its file was written without are null. An error if a column it has is
+/// not the lake's, or not of the lake's type.
+pub(crate) fn conform(batch: RecordBatch) -> Result<RecordBatch, Error> {
+    if batch.schema().fields() == SCHEMA.fields() {
+        return Ok(batch);
+    }
+    let columns = SCHEMA
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
+            Some(column) => Err(Error::Lake(format!(
+                "a lake file's column {} is {}, not {}",
+                field.name(),
+                column.data_type(),
+                field.data_type()
+            ))),
+            None if field.is_nullable() => Ok(arrow_array::new_null_array(
+                field.data_type(),
+                batch.num_rows(),
+            )),
+            None => Err(Error::Lake(format!(
+                "a lake file lacks the column {}",
+                field.name()
+            ))),
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let schema = batch.schema();
+    if let Some(extra) = schema
+        .fields()
+        .iter()
+        .find(|f| SCHEMA.field_with_name(f.name()).is_err())
+    {
+        return Err(Error::Lake(format!(
+            "a lake file has the column {}, which the lake does not",
+            extra.name()
+        )));
+    }
+    RecordBatch::try_new(SCHEMA.clone(), columns).map_err(Error::Arrow)
 }
 
 /// How every Parquet file of the lake is written.

@@ -10,15 +10,15 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::Error;
-use crate::encode::parquet_properties;
+use crate::encode::{conform, parquet_properties};
 use crate::inspect::{json_ids_of, text_column};
 
 /// Rows per batch read from a lake file: what a rewrite or a merge holds
 /// decoded beyond its own bound.
 pub(crate) const READ_ROWS: usize = 16 * 1024;
 
-/// The record batches of a Parquet file (`READ_ROWS` rows each), all
-/// columns or just `column`.
+/// The record batches of a Parquet file (`READ_ROWS` rows each): all the
+/// lake's columns (null where the file predates one), or just `column`.
 pub(crate) fn parquet_batches(
     data: bytes::Bytes,
     column: Option<&str>,
@@ -26,12 +26,16 @@ pub(crate) fn parquet_batches(
     let mut builder = ParquetRecordBatchReaderBuilder::try_new(data)
         .map_err(Error::Parquet)?
         .with_batch_size(READ_ROWS);
+    let whole = column.is_none();
     if let Some(column) = column {
         let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), [column]);
         builder = builder.with_projection(mask);
     }
     let reader = builder.build().map_err(Error::Parquet)?;
-    Ok(reader.map(|batch| batch.map_err(Error::Arrow)))
+    Ok(reader.map(move |batch| {
+        let batch = batch.map_err(Error::Arrow)?;
+        if whole { conform(batch) } else { Ok(batch) }
+    }))
 }
 
 /// The rows of Parquet `sources` for which `keep(user_id, event_id)` holds,

@@ -37,6 +37,10 @@ pub struct Row<'a> {
     pub properties: Cow<'a, str>,
     #[serde(borrow)]
     pub device: DeviceRow<'a>,
+    /// Absent in events stored before tracklake kept it, and in events
+    /// from no web page.
+    #[serde(borrow, default)]
+    pub web: WebRow<'a>,
 }
 
 /// The device columns of a row.
@@ -57,6 +61,42 @@ pub struct DeviceRow<'a> {
     #[serde(borrow, default, deserialize_with = "optional_text")]
     pub model: Option<Cow<'a, str>>,
     pub is_bot: bool,
+    #[serde(borrow, default, deserialize_with = "optional_text")]
+    pub bot: Option<Cow<'a, str>>,
+}
+
+/// The page and session columns of a row (see [`tracklake_event::Web`]).
+#[derive(Debug, Default, Deserialize)]
+pub struct WebRow<'a> {
+    #[serde(borrow, default, deserialize_with = "optional_text")]
+    pub url: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "optional_text")]
+    pub path: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "optional_text")]
+    pub referrer_host: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "optional_text")]
+    pub utm_source: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "optional_text")]
+    pub utm_medium: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "optional_text")]
+    pub utm_campaign: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "optional_text")]
+    pub session_id: Option<Cow<'a, str>>,
+}
+
+impl WebRow<'_> {
+    /// The columns in [`tracklake_event::Web::COLUMNS`] order.
+    pub fn values(&self) -> [Option<&str>; 7] {
+        [
+            self.url.as_deref(),
+            self.path.as_deref(),
+            self.referrer_host.as_deref(),
+            self.utm_source.as_deref(),
+            self.utm_medium.as_deref(),
+            self.utm_campaign.as_deref(),
+            self.session_id.as_deref(),
+        ]
+    }
 }
 
 impl<'a> Row<'a> {
@@ -89,6 +129,19 @@ impl<'a> Row<'a> {
                 brand: text(&d.brand),
                 model: text(&d.model),
                 is_bot: d.is_bot,
+                bot: text(&d.bot),
+            },
+            web: {
+                let w = &e.web;
+                WebRow {
+                    url: text(&w.url),
+                    path: text(&w.path),
+                    referrer_host: text(&w.referrer_host),
+                    utm_source: text(&w.utm_source),
+                    utm_medium: text(&w.utm_medium),
+                    utm_campaign: text(&w.utm_campaign),
+                    session_id: text(&w.session_id),
+                }
             },
         })
     }
@@ -158,6 +211,11 @@ mod tests {
                 os: Some("Linux".into()),
                 browser_version: Some("120".into()),
                 ..Device::default()
+            },
+            web: tracklake_event::Web {
+                path: Some("/a\\b".into()),
+                session_id: Some("s-1".into()),
+                ..Default::default()
             },
             server_assigned_id: false,
         }

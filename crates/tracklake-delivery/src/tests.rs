@@ -42,6 +42,7 @@ fn event(id: &str, day: u32) -> Event {
         ip_address: None,
         properties: Default::default(),
         device: Device::unknown(),
+        web: Default::default(),
         server_assigned_id: false,
     }
 }

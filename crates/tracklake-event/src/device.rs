@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
+mod bots;
+pub use bots::KINDS as BOT_KINDS;
+
 /// What the user agent says about the device, browser and OS.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
@@ -32,6 +35,10 @@ pub struct Device {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     pub is_bot: bool,
+    /// What kind of bot: `ai`, `search`, `monitor` (uptime checks),
+    /// `headless` (a browser driven by a program) or `crawler` (any other).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot: Option<String>,
 }
 
 impl Device {
@@ -92,7 +99,10 @@ impl DeviceDetector {
         let browser = ua.filter(|u| u.family != "Other");
         let os = os.filter(|o| o.os != "Other");
         let dev = dev.filter(|d| d.device != "Other");
-        let is_bot = category == "crawler" || dev.as_ref().is_some_and(|d| d.device == "Spider");
+        let known = bots::known(user_agent);
+        let is_bot = known.is_some()
+            || category == "crawler"
+            || dev.as_ref().is_some_and(|d| d.device == "Spider");
         let kind = if is_bot {
             "bot"
         } else if is_tablet(user_agent, dev.as_ref().map(|d| d.device.as_ref())) {
@@ -111,19 +121,29 @@ impl DeviceDetector {
                 _ => "unknown",
             }
         };
+        let (browser_version, browser) = match known {
+            // A named bot is its own browser (its version, if any, is the
+            // bot's, not the engine it embeds).
+            Some((name, _)) => (None, Some(name.to_owned())),
+            None => (
+                browser.as_ref().and_then(|b| version(&[b.major, b.minor])),
+                browser.map(|b| b.family.into_owned()),
+            ),
+        };
         Device {
             kind: kind.into(),
             os_version: os.as_ref().and_then(|o| {
                 version(&[o.major.as_deref(), o.minor.as_deref(), o.patch.as_deref()])
             }),
             os: os.map(|o| o.os.into_owned()),
-            browser_version: browser.as_ref().and_then(|b| version(&[b.major, b.minor])),
-            browser: browser.map(|b| b.family.into_owned()),
+            browser_version,
+            browser,
             brand: dev
                 .as_ref()
                 .and_then(|d| d.brand.as_deref().map(str::to_owned)),
             model: dev.and_then(|d| d.model.map(|m| m.into_owned())),
             is_bot,
+            bot: is_bot.then(|| known.map_or("crawler", |(_, kind)| kind).to_owned()),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::Device;
+use crate::{Device, Web};
 
 /// A user id as the application sent it. The article uses integers; strings
 /// work too. Both compare by their text, so `42` and `"42"` are one user.
@@ -52,6 +52,10 @@ pub struct Event {
     #[serde(default)]
     pub properties: serde_json::Map<String, serde_json::Value>,
     pub device: Device,
+    /// Page and session fields from `properties` (none for events that
+    /// came from no web page).
+    #[serde(default, skip_serializing_if = "Web::is_empty")]
+    pub web: Web,
     /// True when the server made `event_id` (a fresh UUIDv7 no client can
     /// know yet), so storing it needs no duplicate check. Not stored.
     #[serde(skip)]
@@ -60,7 +64,7 @@ pub struct Event {
 
 impl Event {
     /// The names a client may ask for in a projection (`fields=`).
-    pub const FIELDS: [&'static str; 9] = [
+    pub const FIELDS: [&'static str; 10] = [
         "event_id",
         "user_id",
         "event_type",
@@ -70,6 +74,7 @@ impl Event {
         "ip_address",
         "properties",
         "device",
+        "web",
     ];
 }
 

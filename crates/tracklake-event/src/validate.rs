@@ -9,7 +9,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{Device, DeviceDetector, Error, Event, UserId};
+use crate::{Device, DeviceDetector, Error, Event, UserId, Web};
 
 /// Event types allowed when the config lists none.
 pub const DEFAULT_TYPE_PATTERN: &str = "^[a-z][a-z0-9_.:-]{0,63}$";
@@ -366,6 +366,8 @@ impl Validator {
             None => Device::unknown(),
         };
         let received_at = now.trunc_subsecs(6);
+        let mut properties = properties.unwrap_or_default();
+        properties.retain(|k, _| !r.drop_properties.contains(k));
         Ok(Event {
             server_assigned_id: event_id.is_none(),
             event_id: event_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
@@ -375,11 +377,8 @@ impl Validator {
             received_at,
             user_agent,
             ip_address,
-            properties: {
-                let mut properties = properties.unwrap_or_default();
-                properties.retain(|k, _| !r.drop_properties.contains(k));
-                properties
-            },
+            web: Web::of(&properties),
+            properties,
             device,
         })
     }

@@ -6,6 +6,7 @@ pub const EVENTS_RECEIVED: &str = "tracklake_events_received_total";
 pub const EVENTS_STORED: &str = "tracklake_events_stored_total";
 pub const EVENTS_DUPLICATE: &str = "tracklake_events_duplicate_total";
 pub const EVENTS_REJECTED: &str = "tracklake_events_rejected_total";
+pub const BOT_EVENTS: &str = "tracklake_bot_events_total";
 pub const TABLE_COMMIT_SECONDS: &str = "tracklake_table_commit_seconds";
 pub const TABLE_GROUP_EVENTS: &str = "tracklake_table_group_events";
 pub const STREAM_BATCHES: &str = "tracklake_stream_batches_total";
@@ -31,11 +32,12 @@ pub const DISK_FREE_BYTES: &str = "tracklake_disk_free_bytes";
 pub const DISK_REFUSING: &str = "tracklake_disk_refusing_writes";
 
 /// Every name above, for checks that dashboards use real metrics.
-pub const ALL: [&str; 27] = [
+pub const ALL: [&str; 28] = [
     EVENTS_RECEIVED,
     EVENTS_STORED,
     EVENTS_DUPLICATE,
     EVENTS_REJECTED,
+    BOT_EVENTS,
     TABLE_COMMIT_SECONDS,
     TABLE_GROUP_EVENTS,
     STREAM_BATCHES,
@@ -66,6 +68,11 @@ pub fn describe() {
         EVENTS_RECEIVED,
         Unit::Count,
         "Events in ingest requests, before validation"
+    );
+    describe_counter!(
+        BOT_EVENTS,
+        Unit::Count,
+        "Valid events from bots (by kind: ai, search, monitor, headless, crawler); stored, flagged device_is_bot, left out of web reports"
     );
     describe_counter!(
         EVENTS_STORED,

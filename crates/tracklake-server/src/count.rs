@@ -1,5 +1,5 @@
 //! The ingest counters: what arrived, what was rejected and why, what was
-//! stored and what was a duplicate (names in `tracklake_metrics::names`).
+//! stored, what was a duplicate, and what came from bots (names in `tracklake_metrics::names`).
 
 use tracklake_event::{Event, Rejection};
 use tracklake_metrics::names;
@@ -10,8 +10,13 @@ pub fn validated<'a>(items: impl IntoIterator<Item = &'a Result<Event, Rejection
     let mut received = 0;
     for item in items {
         received += 1;
-        if let Err(r) = item {
-            rejected(r);
+        match item {
+            Err(r) => rejected(r),
+            Ok(e) if e.device.is_bot => {
+                let kind = e.device.bot.clone().unwrap_or_else(|| "crawler".into());
+                metrics::counter!(names::BOT_EVENTS, "kind" => kind).increment(1);
+            }
+            Ok(_) => {}
         }
     }
     metrics::counter!(names::EVENTS_RECEIVED).increment(received);

@@ -32,6 +32,7 @@ fn event(n: u64) -> Event {
             browser_version: Some("131.0".into()),
             ..Device::default()
         },
+        web: Default::default(),
         server_assigned_id: true,
     }
 }

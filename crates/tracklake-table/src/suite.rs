@@ -26,6 +26,7 @@ fn event(user: &str, id: &str, kind: &str, minute: i64) -> Event {
             .into_iter()
             .collect(),
         device: Device::unknown(),
+        web: Default::default(),
         server_assigned_id: false,
     }
 }

@@ -100,6 +100,7 @@ fn decode_article(item: &Item) -> Result<Event, Error> {
         ip_address: text(item, "ip_address").ok().and_then(|ip| ip.parse().ok()),
         properties: Default::default(),
         device: tracklake_event::Device::unknown(),
+        web: Default::default(),
         server_assigned_id: false,
     })
 }

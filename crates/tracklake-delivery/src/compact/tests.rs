@@ -18,6 +18,7 @@ fn event(id: &str) -> Event {
         ip_address: None,
         properties: Default::default(),
         device: Device::unknown(),
+        web: Default::default(),
         server_assigned_id: false,
     }
 }

@@ -24,6 +24,7 @@ fn event(user: i64, id: &str, day: u32) -> Event {
         ip_address: None,
         properties: Default::default(),
         device: Device::unknown(),
+        web: Default::default(),
         server_assigned_id: false,
     }
 }

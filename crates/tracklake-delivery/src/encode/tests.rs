@@ -30,7 +30,13 @@ fn sample(i: u32) -> Event {
             browser: Some("IE".into()),
             browser_version: Some("11.0".into()),
             is_bot: i == 3,
+            bot: (i == 3).then(|| "ai".into()),
             ..Device::default()
+        },
+        web: tracklake_event::Web {
+            path: (i % 2 == 0).then(|| format!("/page/{i}")),
+            utm_source: Some("news".into()),
+            ..Default::default()
         },
         server_assigned_id: false,
     }
@@ -64,6 +70,13 @@ fn parquet_reads_back_with_the_parquet_crate() {
     let props = props.as_any().downcast_ref::<StringArray>().unwrap();
     let bot = col("device_is_bot");
     let bot = bot.as_any().downcast_ref::<BooleanArray>().unwrap();
+    let bot_kind = col("device_bot");
+    let bot_kind = bot_kind.as_any().downcast_ref::<StringArray>().unwrap();
+    let path = col("path");
+    let path = path.as_any().downcast_ref::<StringArray>().unwrap();
+    let utm = col("utm_source");
+    let utm = utm.as_any().downcast_ref::<StringArray>().unwrap();
+    assert_eq!(b.column_by_name("session_id").unwrap().null_count(), b.num_rows());
     for (i, e) in events.iter().enumerate() {
         assert_eq!(ids.value(i), e.event_id);
         assert_eq!(users.value(i), e.user_id.as_key());
@@ -72,6 +85,9 @@ fn parquet_reads_back_with_the_parquet_crate() {
         let p: serde_json::Value = serde_json::from_str(props.value(i)).unwrap();
         assert_eq!(p["nested"]["a"][1], 2);
         assert_eq!(bot.value(i), e.device.is_bot);
+        assert_eq!(bot_kind.is_null(i), e.device.bot.is_none());
+        assert_eq!((!path.is_null(i)).then(|| path.value(i)), e.web.path.as_deref());
+        assert_eq!(utm.value(i), "news");
     }
     assert_eq!(at.timezone(), Some("UTC"));
 }
@@ -109,4 +125,34 @@ fn ndjson_is_one_event_per_line_with_the_article_names() {
         }
         assert!(text.ends_with('\n'));
     }
+}
+
+/// A file written before the lake had its newer columns reads them as null;
+/// a column the lake does not have, or of another type, is an error.
+#[test]
+fn older_files_conform_to_the_lake_schema() {
+    let events: Vec<Event> = (0..4).map(sample).collect();
+    let refs: Vec<&Event> = events.iter().collect();
+    let full = record_batch(&refs).unwrap();
+    let older = full.project(&(0..16).collect::<Vec<_>>()).unwrap();
+    assert!(older.column_by_name("url").is_none());
+    let conformed = conform(older.clone()).unwrap();
+    assert_eq!(conformed.schema(), SCHEMA.clone());
+    assert_eq!(conformed.column_by_name("path").unwrap().null_count(), 4);
+    assert_eq!(conformed.column(0), full.column(0));
+
+    let renamed = arrow_schema::Schema::new(
+        older
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                let name = if f.name() == "properties" { "props" } else { f.name() };
+                f.as_ref().clone().with_name(name)
+            })
+            .collect::<Vec<_>>(),
+    );
+    let odd = RecordBatch::try_new(std::sync::Arc::new(renamed), older.columns().to_vec()).unwrap();
+    let error = conform(odd).unwrap_err().to_string();
+    assert!(error.contains("properties"), "{error}");
 }

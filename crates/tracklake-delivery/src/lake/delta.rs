@@ -16,7 +16,9 @@ use std::collections::HashMap;
 
 use chrono::{NaiveDate, Utc};
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake_core::kernel::{Action, Add, CommitInfo, DataType, Remove, Transaction};
+use deltalake_core::kernel::{
+    Action, Add, CommitInfo, DataType, MetadataExt, Remove, StructField, StructType, Transaction,
+};
 use deltalake_core::logstore::{LogStoreRef, StorageConfig, default_logstore};
 use deltalake_core::protocol::{DeltaOperation, OutputMode, SaveMode};
 use deltalake_core::{DeltaTable, DeltaTableError};
@@ -164,11 +166,7 @@ impl DeltaLog {
                 CommitProperties::default().with_application_transaction(transaction(delivered)),
             );
         for field in SCHEMA.fields() {
-            let kind = match field.data_type() {
-                arrow_schema::DataType::Boolean => DataType::BOOLEAN,
-                arrow_schema::DataType::Timestamp(..) => DataType::TIMESTAMP,
-                _ => DataType::STRING,
-            };
+            let kind = delta_type(field.data_type());
             builder = builder.with_column(field.name(), kind, field.is_nullable(), None);
         }
         builder = builder.with_column(PARTITION_COLUMN, DataType::STRING, false, None);
@@ -188,6 +186,12 @@ impl DeltaLog {
         let now = Utc::now().timestamp_millis();
         let data_change = update.operation != Operation::Compact;
         let mut actions: Vec<Action> = Vec::new();
+        // A table made by an earlier tracklake gains the columns added
+        // since, in the commit of the first files that hold them.
+        if let Some(metadata) = added_columns(state)? {
+            tracing::info!(version = state.version() + 1, "adding the lake's new columns to the Delta table's schema");
+            actions.push(metadata);
+        }
         for file in update.remove {
             actions.push(Action::Remove(Remove {
                 path: table_path(&file.path)?,
@@ -314,6 +318,39 @@ async fn snapshot_of(
     })
 }
 
+/// The Delta type of a lake column.
+fn delta_type(arrow: &arrow_schema::DataType) -> DataType {
+    match arrow {
+        arrow_schema::DataType::Boolean => DataType::BOOLEAN,
+        arrow_schema::DataType::Timestamp(..) => DataType::TIMESTAMP,
+        _ => DataType::STRING,
+    }
+}
+
+/// The table's metadata with the lake's columns it lacks added after its
+/// own (nullable: older files read them as null); nothing when it has
+/// them all.
+fn added_columns(state: &deltalake_core::table::state::DeltaTableState) -> Result<Option<Action>, Error> {
+    let schema = state.schema();
+    let missing: Vec<StructField> = SCHEMA
+        .fields()
+        .iter()
+        .filter(|f| schema.field(f.name()).is_none())
+        .map(|f| StructField::nullable(f.name(), delta_type(f.data_type())))
+        .collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let merged = StructType::try_new(schema.fields().cloned().chain(missing))
+        .map_err(|e| delta("adding columns to the schema")(e.into()))?;
+    let metadata = state
+        .metadata()
+        .clone()
+        .with_schema(&merged)
+        .map_err(|e| delta("adding columns to the schema")(e.into()))?;
+    Ok(Some(Action::Metadata(metadata)))
+}
+
 fn transaction(delivered: u64) -> Transaction {
     Transaction::new(APP_ID, delivered as i64)
 }
@@ -351,5 +388,106 @@ fn delta(action: &'static str) -> impl Fn(DeltaTableError) -> Error {
     move |source| Error::Delta {
         action,
         source: Box::new(source),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lake::{Lake, LakeConfig, NewFile};
+    use tracklake_event::{Device, Event, UserId, Web};
+
+    fn event(id: &str, web: Web) -> Event {
+        let at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 27, 12, 0, 0).unwrap();
+        Event {
+            event_id: id.into(),
+            user_id: UserId::Int(1),
+            event_type: "page".into(),
+            event_at: at,
+            received_at: at,
+            user_agent: None,
+            ip_address: None,
+            properties: Default::default(),
+            device: Device::unknown(),
+            web,
+            server_assigned_id: false,
+        }
+    }
+
+    /// A table made by an earlier tracklake (the first 16 columns) gains the
+    /// newer ones, nullable and after its own, with its next commit; a file
+    /// written then reads them as null.
+    #[tokio::test]
+    async fn a_table_made_before_newer_columns_gains_them_with_its_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(&LakeConfig::default(), dir.path()).unwrap();
+        let log = lake.delta.as_ref().unwrap();
+        let mut old = DeltaTable::new(log.log_store.clone())
+            .create()
+            .with_partition_columns([PARTITION_COLUMN]);
+        for field in SCHEMA.fields().iter().take(16) {
+            old = old.with_column(
+                field.name(),
+                delta_type(field.data_type()),
+                field.is_nullable(),
+                None,
+            );
+        }
+        old.with_column(PARTITION_COLUMN, DataType::STRING, false, None)
+            .await
+            .unwrap();
+        let columns = |v: &TableVersion| -> Vec<String> {
+            v.schema.fields().iter().map(|f| f.name().clone()).collect()
+        };
+        let before = log.table_version().await.unwrap().unwrap();
+        assert_eq!(columns(&before).len(), 17);
+
+        let e = event("old", Web::default());
+        let batch = crate::record_batch(&[&e]).unwrap();
+        let batch = batch.project(&(0..16).collect::<Vec<_>>()).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), None)
+            .unwrap();
+        writer.write(&batch).unwrap();
+        let body = bytes::Bytes::from(writer.into_inner().unwrap());
+        let day = e.event_at.date_naive();
+        let path = lake.file_path(&lake.partition(e.event_at), 1, 1);
+        lake.publish(&path, body.clone()).await.unwrap();
+        lake.commit(super::super::Update {
+            operation: Operation::Deliver,
+            add: vec![NewFile::parquet(path.clone(), day, &body).unwrap()],
+            remove: Vec::new(),
+            delivered_through: Some(1),
+        })
+        .await
+        .unwrap();
+
+        let after = log.table_version().await.unwrap().unwrap();
+        let mut expected = columns(&before);
+        expected.extend(SCHEMA.fields().iter().skip(16).map(|f| f.name().clone()));
+        assert_eq!(columns(&after), expected);
+        assert!(expected.iter().any(|c| c == "session_id"));
+        assert_eq!(after.partition_columns, [PARTITION_COLUMN]);
+        for field in after.schema.fields().iter().skip(17) {
+            assert!(field.is_nullable(), "{field:?}");
+        }
+        // A later commit changes the schema no more.
+        lake.commit(super::super::Update {
+            operation: Operation::Deliver,
+            add: Vec::new(),
+            remove: Vec::new(),
+            delivered_through: Some(2),
+        })
+        .await
+        .unwrap();
+        let later = log.table_version().await.unwrap().unwrap();
+        assert_eq!(columns(&later), expected);
+
+        let read = lake.read(&path).await.unwrap();
+        let batches: Vec<_> = crate::rewrite::parquet_batches(read, None)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(batches[0].schema(), SCHEMA.clone());
+        assert_eq!(batches[0].column_by_name("url").unwrap().null_count(), 1);
     }
 }

@@ -83,6 +83,7 @@ fn event(n: usize, user: &str, kind: &str, at: DateTime<Utc>, rng: &mut Rng) -> 
             browser: browser.map(Into::into),
             ..Device::unknown()
         },
+        web: Default::default(),
         server_assigned_id: false,
     }
 }

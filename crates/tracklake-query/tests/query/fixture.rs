@@ -209,6 +209,7 @@ pub fn events() -> Vec<Event> {
                     is_bot: *dtype == "bot",
                     ..Device::unknown()
                 },
+                web: Default::default(),
                 server_assigned_id: false,
             });
         }

@@ -17,6 +17,7 @@ pub(crate) fn event(user: i64, id: &str, kind: &str, minute: i64) -> Event {
         ip_address: None,
         properties: Default::default(),
         device: Device::unknown(),
+        web: Default::default(),
         server_assigned_id: false,
     }
 }

@@ -108,7 +108,8 @@ pub fn athena_ddl(
             "user_agent string",
             "ip_address string",
             "properties map<string,string>",
-            "device struct<type:string,os:string,os_version:string,browser:string,browser_version:string,brand:string,model:string,is_bot:boolean>",
+            "device struct<type:string,os:string,os_version:string,browser:string,browser_version:string,brand:string,model:string,is_bot:boolean,bot:string>",
+            "web struct<url:string,path:string,referrer_host:string,utm_source:string,utm_medium:string,utm_campaign:string,session_id:string>",
         ]
         .iter()
         .map(|c| format!("  {c}"))

@@ -145,6 +145,7 @@ fn write_legacy_lake(data: &Path, days: usize, sources: usize) -> Vec<String> {
                 ip_address: None,
                 properties: Default::default(),
                 device: Device::unknown(),
+                web: Default::default(),
                 server_assigned_id: false,
             })
             .collect();
