@@ -121,7 +121,7 @@ pub trait Sql: Send + Sync {
     fn reports(&self) -> serde_json::Value;
     /// One report, no older than its max age.
     fn report<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<serde_json::Value, SqlError>>;
-    /// A product-analytics report (`funnel`, `retention`, `abnormal`)
+    /// An analytics report (`funnel`, `retention`, `abnormal`, `web`)
     /// from its query parameters.
     fn analytics<'a>(
         &'a self,
@@ -261,6 +261,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/reports/funnel", get(routes::analytics::funnel))
         .route("/v1/reports/retention", get(routes::analytics::retention))
         .route("/v1/reports/abnormal", get(routes::analytics::abnormal))
+        .route("/v1/reports/web", get(routes::analytics::web))
         .route("/v1/reports/{name}", get(routes::query::report))
         .route("/v1/status", get(routes::health::status))
         .route("/v1/metrics/history", get(routes::monitor::history))

@@ -1,5 +1,6 @@
 //! Product analytics over `events`: funnels, retention, and abnormal
-//! behaviour (account sharing, scraping), as the article meant it.
+//! behaviour (account sharing, scraping), as the article meant it; and
+//! web analytics ([`web`]).
 //!
 //! Each report reads only the columns it needs, in one scan of the lake
 //! (and the fresh events), a thread per partition of the scan, and reduces
@@ -14,6 +15,7 @@ mod params;
 pub mod retention;
 mod scan;
 pub(crate) mod sorted_agg;
+pub mod web;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,13 +54,15 @@ pub enum Report {
     Funnel,
     Retention,
     Abnormal,
+    Web,
 }
 
 impl Report {
-    pub const ALL: [(Report, &'static str); 3] = [
+    pub const ALL: [(Report, &'static str); 4] = [
         (Report::Funnel, "funnel"),
         (Report::Retention, "retention"),
         (Report::Abnormal, "abnormal"),
+        (Report::Web, "web"),
     ];
 
     /// The report the API and the CLI call `name`.
@@ -124,6 +128,10 @@ impl Analytics {
                     now,
                 )?;
                 json(serde_json::to_value(self.abnormal(&range).await?))
+            }
+            Report::Web => {
+                let spec = web::WebSpec::parse(params, now, self.config.include_bots)?;
+                json(serde_json::to_value(web::run(&self.engine, &spec).await?))
             }
         }
     }

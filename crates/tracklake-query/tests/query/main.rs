@@ -6,6 +6,7 @@ mod analytics;
 mod engine;
 mod fixture;
 mod golden;
+mod web;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

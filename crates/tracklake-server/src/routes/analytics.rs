@@ -1,5 +1,5 @@
-//! Product analytics: `GET /v1/reports/funnel`, `/v1/reports/retention`
-//! and `/v1/reports/abnormal`, their parameters in the query string
+//! Product analytics: `GET /v1/reports/funnel`, `/v1/reports/retention`,
+//! `/v1/reports/abnormal` and `/v1/reports/web`, their parameters in the query string
 //! (docs/ANALYTICS.md).
 
 use std::collections::BTreeMap;
@@ -30,4 +30,8 @@ pub async fn retention(State(app): State<Arc<App>>, params: Params) -> Result<Re
 
 pub async fn abnormal(State(app): State<Arc<App>>, params: Params) -> Result<Response, ApiError> {
     answer(&app, "abnormal", params).await
+}
+
+pub async fn web(State(app): State<Arc<App>>, params: Params) -> Result<Response, ApiError> {
+    answer(&app, "web", params).await
 }

@@ -40,6 +40,9 @@ pub struct AbnormalConfig {
     pub check_interval_secs: u64,
     /// Each check covers this many hours back from now.
     pub check_hours: u64,
+    /// Whether the web report counts events from bots (it always says how
+    /// many there were); `bots=include` asks for them in one report.
+    pub include_bots: bool,
 }
 
 impl Default for AbnormalConfig {
@@ -49,6 +52,7 @@ impl Default for AbnormalConfig {
             scraping: ScrapingConfig::default(),
             check_interval_secs: 300,
             check_hours: 24,
+            include_bots: false,
         }
     }
 }
