@@ -1,5 +1,5 @@
-// The dashboard: pipeline charts from /v1/metrics/history, analytics from
-// /v1/reports, a funnel, a retention triangle and flagged users from
+// The dashboard: pipeline charts from /v1/metrics/history, web analytics
+// for a chosen range from /v1/reports/web, analytics from /v1/reports, a funnel, a retention triangle and flagged users from
 // /v1/reports/funnel|retention|abnormal, alarm states from /v1/alarms, a
 // user lookup over /v1/users/{id}/events. Charts are uPlot (shipped in the binary).
 // Refreshes every 15 s. #selfcheck holds what each chart drew, for tests.
@@ -150,17 +150,20 @@ function categories(target, id, labels, series, names) {
   plot(target, id, opts, [xs, ...series]);
 }
 
-function table(target, id, report) {
-  drawn[id] = report.rows.length;
-  if (!report.rows.length) {
+// Rows (objects) as a table of the named columns; a number column as
+// [name, format].
+function table(target, id, rows, cols) {
+  drawn[id] = rows.length;
+  if (!rows.length) {
     target.innerHTML = `<p class="empty">none in this window</p>`;
     return;
   }
-  const cols = report.columns.map((c) => c.name);
-  target.innerHTML = `<div class="scroll"><table><tr>${cols.map((c) => `<th>${esc(c)}</th>`).join("")}</tr>${report.rows
-    .map((r) => `<tr>${cols.map((c) => `<td>${esc(r[c])}</td>`).join("")}</tr>`)
+  const named = cols.map((c) => (Array.isArray(c) ? c : [c, (v) => v]));
+  target.innerHTML = `<div class="scroll"><table><tr>${named.map(([c]) => `<th>${esc(c)}</th>`).join("")}</tr>${rows
+    .map((r) => `<tr>${named.map(([c, f]) => `<td>${esc(r[c] == null ? "" : f(r[c]))}</td>`).join("")}</tr>`)
     .join("")}</table></div>`;
 }
+const reportTable = (target, id, report) => table(target, id, report.rows, report.columns.map((c) => c.name));
 
 async function refreshAnalytics() {
   const parent = document.getElementById("analytics");
@@ -184,8 +187,8 @@ async function refreshAnalytics() {
     const rows = report.rows.slice(0, 8);
     categories(card(parent, `chart-${id}`, title), id, rows.map((r) => r[key]), [rows.map((r) => r.events)], ["events"]);
   }
-  table(card(parent, "table-sharing", "Possible account sharing"), "sharing", sharing);
-  table(card(parent, "table-scraping", "Possible scraping"), "scraping", scraping);
+  reportTable(card(parent, "table-sharing", "Possible account sharing"), "sharing", sharing);
+  reportTable(card(parent, "table-scraping", "Possible scraping"), "scraping", scraping);
 }
 
 const esc = (v) => String(v ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
@@ -231,6 +234,43 @@ async function refreshProduct() {
     : `<p class="empty">nobody flagged</p>`;
 }
 
+// Web: the range is whole UTC days ending today.
+let webSummary = null;
+const utcDay = (d) => d.toISOString().slice(0, 10);
+const seconds = (s) => (s == null ? "-" : s < 60 ? `${s.toFixed(0)} s` : `${Math.floor(s / 60)} min ${(s % 60).toFixed(0)} s`);
+const percent = (r) => (r == null ? "-" : `${(100 * r).toFixed(0)}%`);
+async function refreshWeb() {
+  const days = Number(document.getElementById("webrange").value);
+  const to = new Date();
+  const from = new Date(to.getTime() - (days - 1) * 86400000);
+  const bots = document.getElementById("webbots").checked ? "include" : "exclude";
+  const r = await getJson(`/v1/reports/web?${new URLSearchParams({ from: utcDay(from), to: utcDay(to), bots })}`);
+  const s = r.summary ?? {};
+  const botEvents = r.bots.reduce((n, b) => n + b.events, 0);
+  webSummary = { ...s, bot_events: botEvents, days };
+  document.getElementById("webtiles").innerHTML = [
+    [s.visitors ?? 0, "visitors"], [s.page_views ?? 0, "page views"], [s.sessions ?? 0, "sessions"],
+    [percent(s.bounce_rate), "bounce rate"], [seconds(s.avg_session_seconds), "average session"],
+    [botEvents, bots === "include" ? "bot events (included)" : "bot events (left out)"],
+  ].map(([v, label]) => `<div class="tile"><b>${esc(v)}</b><span>${label}</span></div>`).join("");
+  const parent = document.getElementById("web");
+  // Every day of the range, zero where nothing happened.
+  const perDay = Object.fromEntries(r.per_day.map((d) => [d.day, d]));
+  const labels = [...Array(days).keys()].map((i) => utcDay(new Date(from.getTime() + i * 86400000)));
+  categories(card(parent, "chart-web-days", "Visitors and page views per day"), "web-days", labels.map((d) => d.slice(5)),
+    [labels.map((d) => perDay[d]?.visitors ?? 0), labels.map((d) => perDay[d]?.page_views ?? 0)], ["visitors", "page views"]);
+  if (!r.per_day.length) drawn["web-days"] = 0;
+  for (const [id, title, cols] of [
+    ["top_pages", "Top pages", ["path", "page_views", "visitors"]],
+    ["entry_pages", "Entry pages", ["path", "sessions", ["bounce_rate", percent]]],
+    ["exit_pages", "Exit pages", ["path", "sessions"]],
+    ["referrers", "Referrers", ["referrer", "sessions", "visitors"]],
+    ["campaigns", "Campaigns (UTM)", ["utm_source", "utm_medium", "utm_campaign", "sessions"]],
+    ["devices", "Devices", ["device_type", "visitors", "page_views"]],
+    ["bots", "Bots", ["kind", "name", "events"]],
+  ]) table(card(parent, `table-web-${id}`, title), `web-${id}`, r[id], cols);
+}
+
 async function refreshHeader() {
   const [status, alarms] = await Promise.all([getJson("/v1/status"), getJson("/v1/alarms")]);
   const d = status.delivery ?? {};
@@ -264,11 +304,11 @@ async function lookup(user) {
 }
 
 async function refresh() {
-  const results = await Promise.allSettled([refreshHeader(), refreshPipeline(), refreshAnalytics(), refreshProduct()]);
+  const results = await Promise.allSettled([refreshHeader(), refreshPipeline(), refreshWeb(), refreshAnalytics(), refreshProduct()]);
   for (const r of results) if (r.status === "rejected") errors.push(String(r.reason));
   document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   document.getElementById("selfcheck").textContent = JSON.stringify({
-    drawn, lookup: lookupRows, errors, y_axes: yAxes, label_of_1200000: yLabel(1200000),
+    drawn, lookup: lookupRows, errors, y_axes: yAxes, label_of_1200000: yLabel(1200000), web: webSummary,
   });
 }
 
@@ -279,6 +319,10 @@ document.getElementById("keyform").addEventListener("submit", (e) => {
   errors.length = 0;
   refresh();
 });
+for (const id of ["webrange", "webbots"]) {
+  document.getElementById(id).addEventListener("change", () => refreshWeb().catch((err) => errors.push(String(err))));
+}
+document.getElementById("webform").addEventListener("submit", (e) => e.preventDefault());
 document.getElementById("funnelform").addEventListener("submit", (e) => {
   e.preventDefault();
   refreshProduct().catch((err) => errors.push(String(err)));

@@ -1,5 +1,5 @@
-//! `tracklake report NAME …`: a product-analytics report (`funnel`,
-//! `retention`, `abnormal`; docs/ANALYTICS.md) or a named SQL report
+//! `tracklake report NAME …`: an analytics report (`funnel`, `retention`,
+//! `abnormal`, `web`; docs/ANALYTICS.md) or a named SQL report
 //! (`logins_per_day`, …), from the running server, or with none, from the
 //! data directory itself.
 
@@ -17,7 +17,7 @@ use super::query::{Format, Runner, print};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// funnel, retention, abnormal, or a named report (`GET /v1/reports`
+    /// funnel, retention, abnormal, web, or a named report (`GET /v1/reports`
     /// lists them: logins_per_day, daily_active_users, …).
     name: String,
     /// funnel: the event types of the steps, in order.
@@ -44,6 +44,10 @@ pub struct Args {
     /// End of the range (default: now).
     #[arg(long)]
     to: Option<String>,
+    /// web: `include` or `exclude` the events of bots (default: exclude,
+    /// or `[analytics] include_bots`).
+    #[arg(long)]
+    bots: Option<String>,
     /// table or json.
     #[arg(long, default_value = "table")]
     format: Format,
@@ -62,6 +66,7 @@ impl Args {
             ("period", &self.period),
             ("from", &self.from),
             ("to", &self.to),
+            ("bots", &self.bots),
         ]
         .into_iter()
         .filter_map(|(k, v)| Some((k.to_owned(), v.clone()?)))
@@ -74,7 +79,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let analytics = Report::from_name(&args.name);
     if analytics.is_none() && !params.is_empty() {
         bail!(
-            "{} is a named report and takes no parameters (funnel, retention and abnormal do)",
+            "{} is a named report and takes no parameters (funnel, retention, abnormal and web do)",
             args.name
         );
     }
@@ -88,6 +93,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (_, Some(Report::Funnel)) => print_funnel(&answer),
         (_, Some(Report::Retention)) => print_retention(&answer),
         (_, Some(Report::Abnormal)) => print_abnormal(&answer),
+        (_, Some(Report::Web)) => print_web(&answer),
         (format, None) => return print(&answer, format),
     }
     Ok(())
@@ -307,4 +313,48 @@ fn print_abnormal(answer: &Value) {
         &rows,
     );
     eprintln!("({} to {})", text(&answer["from"]), text(&answer["to"]));
+}
+
+fn print_web(answer: &Value) {
+    let s = &answer["summary"];
+    println!(
+        "{} visitors, {} sessions, {} page views; bounce rate {}, average session {}",
+        text(&s["visitors"]),
+        text(&s["sessions"]),
+        text(&s["page_views"]),
+        s["bounce_rate"]
+            .as_f64()
+            .map_or("-".into(), |r| format!("{:.1}%", 100.0 * r)),
+        seconds(&s["avg_session_seconds"]),
+    );
+    for (part, columns) in [
+        ("per_day", &["day", "visitors", "page_views"][..]),
+        ("top_pages", &["path", "page_views", "visitors"]),
+        ("entry_pages", &["path", "sessions", "bounce_rate"]),
+        ("exit_pages", &["path", "sessions"]),
+        ("referrers", &["referrer", "sessions", "visitors"]),
+        ("campaigns", &["utm_source", "utm_medium", "utm_campaign", "sessions"]),
+        ("devices", &["device_type", "visitors", "page_views"]),
+        ("bots", &["kind", "name", "events"]),
+    ] {
+        println!("\n{}", part.replace('_', " "));
+        let rows: Vec<Vec<String>> = answer[part]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|row| columns.iter().map(|c| text(&row[*c])).collect())
+            .collect();
+        print_table(columns, &rows);
+    }
+    let bots = if answer["include_bots"] == true {
+        "bots included"
+    } else {
+        "bots left out"
+    };
+    eprintln!(
+        "({} to {}, {bots}, {:.1} ms)",
+        text(&answer["from"]),
+        text(&answer["to"]),
+        answer["elapsed_ms"].as_f64().unwrap_or_default()
+    );
 }

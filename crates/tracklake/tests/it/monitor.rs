@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{BIN, Server, browse, chromium, dom_text};
 
-const CONFIG: &str = "[ingest]\nevent_types = [\"login\", \"material-view\"]\n\
+const CONFIG: &str = "[ingest]\nevent_types = [\"login\", \"material-view\", \"page\"]\n\
      [metrics]\ninterval_secs = 1\n[delivery]\nbuffer_interval_secs = 1\n";
 
 fn counter(samples: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
@@ -210,6 +210,19 @@ async fn the_dashboard_draws_every_chart_in_a_real_browser() {
             .0,
         400
     );
+    // Page views from two visitors and a headless browser, for the Web section.
+    let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    let headless = chrome.replace("Chrome/", "HeadlessChrome/");
+    for (user, path, agent) in [
+        ("visitor-1", "/", chrome),
+        ("visitor-1", "/pricing", chrome),
+        ("visitor-2", "/?utm_source=news", chrome),
+        ("crawler", "/", headless.as_str()),
+    ] {
+        let view = json!({"user_id": user, "event_type": "page", "user_agent": agent,
+            "properties": {"url": format!("https://example.com{path}"), "referrer": "https://news.example/"}});
+        assert_eq!(s.post(&view).await.0, 201);
+    }
     tokio::time::sleep(Duration::from_secs(4)).await; // a few history samples
 
     let page = format!("{}/?user=1", s.url);
@@ -240,6 +253,13 @@ async fn the_dashboard_draws_every_chart_in_a_real_browser() {
         "browsers",
         "funnel",
         "retention",
+        "web-days",
+        "web-top_pages",
+        "web-entry_pages",
+        "web-referrers",
+        "web-campaigns",
+        "web-devices",
+        "web-bots",
     ] {
         assert!(
             check["drawn"][chart].as_u64().unwrap_or(0) > 0,
@@ -250,6 +270,11 @@ async fn the_dashboard_draws_every_chart_in_a_real_browser() {
         assert!(check["drawn"][table].is_u64(), "{table} missing: {check}");
     }
     assert!(check["lookup"].as_u64().unwrap_or(0) > 0, "{check}");
+    // The Web section: the headless browser left out of the visitors, but
+    // counted.
+    assert_eq!(check["web"]["visitors"], 2, "{check}");
+    assert_eq!(check["web"]["page_views"], 3, "{check}");
+    assert_eq!(check["web"]["bot_events"], 1, "{check}");
     // Every y axis is wide enough for its labels, and large numbers are
     // written short (they were clipped to "0,000").
     assert_eq!(check["label_of_1200000"], "1.2M");
