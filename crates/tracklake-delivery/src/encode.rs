@@ -72,28 +72,30 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
             false,
         )
     };
-    Arc::new(Schema::new(vec![
-        text("event_id", false),
-        text("user_id", false),
-        text("event_type", false),
-        time("event_at"),
-        time("received_at"),
-        text("user_agent", true),
-        text("ip_address", true),
-        text("properties", false),
-        text("device_type", false),
-        text("device_os", true),
-        text("device_os_version", true),
-        text("device_browser", true),
-        text("device_browser_version", true),
-        text("device_brand", true),
-        text("device_model", true),
-        Field::new("device_is_bot", DataType::Boolean, false),
-        text("device_bot", true),
-    ]
-    .into_iter()
-    .chain(Web::COLUMNS.map(|name| text(name, true)))
-    .collect::<Vec<_>>()))
+    Arc::new(Schema::new(
+        vec![
+            text("event_id", false),
+            text("user_id", false),
+            text("event_type", false),
+            time("event_at"),
+            time("received_at"),
+            text("user_agent", true),
+            text("ip_address", true),
+            text("properties", false),
+            text("device_type", false),
+            text("device_os", true),
+            text("device_os_version", true),
+            text("device_browser", true),
+            text("device_browser_version", true),
+            text("device_brand", true),
+            text("device_model", true),
+            Field::new("device_is_bot", DataType::Boolean, false),
+            text("device_bot", true),
+        ]
+        .into_iter()
+        .chain(Web::COLUMNS.map(|name| text(name, true)))
+        .collect::<Vec<_>>(),
+    ))
 });
 
 /// Encodes events as one file of `format`.
@@ -240,7 +242,11 @@ impl Columns {
         );
         columns.push(Arc::new(self.bot.finish()));
         columns.push(Arc::new(self.bot_kind.finish()));
-        columns.extend(self.web.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.extend(
+            self.web
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
         RecordBatch::try_new(SCHEMA.clone(), columns).map_err(Error::Arrow)
     }
 }

@@ -89,7 +89,8 @@ impl Web {
             utm_source: utm("source", "source"),
             utm_medium: utm("medium", "medium"),
             utm_campaign: utm("campaign", "name"),
-            session_id: id(properties.get("session_id")).or_else(|| id(properties.get("sessionId"))),
+            session_id: id(properties.get("session_id"))
+                .or_else(|| id(properties.get("sessionId"))),
             url,
             path,
             referrer_host,
@@ -141,7 +142,10 @@ mod tests {
             "campaign": {"source": "news", "medium": "email", "name": "launch"},
             "session_id": "s-1"
         }));
-        assert_eq!(w.url.as_deref(), Some("https://shop.example/pricing?utm_source=ignored"));
+        assert_eq!(
+            w.url.as_deref(),
+            Some("https://shop.example/pricing?utm_source=ignored")
+        );
         assert_eq!(w.path.as_deref(), Some("/pricing"));
         assert_eq!(w.referrer_host.as_deref(), Some("google.com"));
         assert_eq!(w.utm_source.as_deref(), Some("news"));

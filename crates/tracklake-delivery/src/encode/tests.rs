@@ -76,7 +76,10 @@ fn parquet_reads_back_with_the_parquet_crate() {
     let path = path.as_any().downcast_ref::<StringArray>().unwrap();
     let utm = col("utm_source");
     let utm = utm.as_any().downcast_ref::<StringArray>().unwrap();
-    assert_eq!(b.column_by_name("session_id").unwrap().null_count(), b.num_rows());
+    assert_eq!(
+        b.column_by_name("session_id").unwrap().null_count(),
+        b.num_rows()
+    );
     for (i, e) in events.iter().enumerate() {
         assert_eq!(ids.value(i), e.event_id);
         assert_eq!(users.value(i), e.user_id.as_key());
@@ -86,7 +89,10 @@ fn parquet_reads_back_with_the_parquet_crate() {
         assert_eq!(p["nested"]["a"][1], 2);
         assert_eq!(bot.value(i), e.device.is_bot);
         assert_eq!(bot_kind.is_null(i), e.device.bot.is_none());
-        assert_eq!((!path.is_null(i)).then(|| path.value(i)), e.web.path.as_deref());
+        assert_eq!(
+            (!path.is_null(i)).then(|| path.value(i)),
+            e.web.path.as_deref()
+        );
         assert_eq!(utm.value(i), "news");
     }
     assert_eq!(at.timezone(), Some("UTC"));
@@ -147,7 +153,11 @@ fn older_files_conform_to_the_lake_schema() {
             .fields()
             .iter()
             .map(|f| {
-                let name = if f.name() == "properties" { "props" } else { f.name() };
+                let name = if f.name() == "properties" {
+                    "props"
+                } else {
+                    f.name()
+                };
                 f.as_ref().clone().with_name(name)
             })
             .collect::<Vec<_>>(),

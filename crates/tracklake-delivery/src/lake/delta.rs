@@ -189,7 +189,10 @@ impl DeltaLog {
         // A table made by an earlier tracklake gains the columns added
         // since, in the commit of the first files that hold them.
         if let Some(metadata) = added_columns(state)? {
-            tracing::info!(version = state.version() + 1, "adding the lake's new columns to the Delta table's schema");
+            tracing::info!(
+                version = state.version() + 1,
+                "adding the lake's new columns to the Delta table's schema"
+            );
             actions.push(metadata);
         }
         for file in update.remove {
@@ -330,7 +333,9 @@ fn delta_type(arrow: &arrow_schema::DataType) -> DataType {
 /// The table's metadata with the lake's columns it lacks added after its
 /// own (nullable: older files read them as null); nothing when it has
 /// them all.
-fn added_columns(state: &deltalake_core::table::state::DeltaTableState) -> Result<Option<Action>, Error> {
+fn added_columns(
+    state: &deltalake_core::table::state::DeltaTableState,
+) -> Result<Option<Action>, Error> {
     let schema = state.schema();
     let missing: Vec<StructField> = SCHEMA
         .fields()
@@ -445,8 +450,8 @@ mod tests {
         let e = event("old", Web::default());
         let batch = crate::record_batch(&[&e]).unwrap();
         let batch = batch.project(&(0..16).collect::<Vec<_>>()).unwrap();
-        let mut writer = parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), None)
-            .unwrap();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), None).unwrap();
         writer.write(&batch).unwrap();
         let body = bytes::Bytes::from(writer.into_inner().unwrap());
         let day = e.event_at.date_naive();

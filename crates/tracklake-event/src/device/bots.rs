@@ -100,7 +100,10 @@ mod tests {
     fn the_specific_name_wins() {
         let ua = "Mozilla/5.0 (compatible; Applebot-Extended/0.1)";
         assert_eq!(known(ua), Some(("Applebot-Extended", "ai")));
-        assert_eq!(known("Mozilla/5.0 (Applebot/0.1)"), Some(("Applebot", "search")));
+        assert_eq!(
+            known("Mozilla/5.0 (Applebot/0.1)"),
+            Some(("Applebot", "search"))
+        );
         assert_eq!(known("Mozilla/5.0 (Windows NT 10.0) Chrome/130.0"), None);
     }
 }

@@ -137,14 +137,42 @@ fn crawlers_are_bots() {
 #[test]
 fn newer_bots_are_named_with_their_kind() {
     for (ua, name, kind) in [
-        ("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)", "GPTBot", "ai"),
-        ("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ClaudeBot/1.0; +claudebot@anthropic.com)", "ClaudeBot", "ai"),
+        (
+            "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+            "GPTBot",
+            "ai",
+        ),
+        (
+            "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ClaudeBot/1.0; +claudebot@anthropic.com)",
+            "ClaudeBot",
+            "ai",
+        ),
         ("CCBot/2.0 (https://commoncrawl.org/faq/)", "CCBot", "ai"),
-        ("Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; PerplexityBot/1.0; +https://perplexity.ai/perplexitybot)", "PerplexityBot", "ai"),
-        ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36", "HeadlessChrome", "headless"),
-        ("Mozilla/5.0 (Linux; Android 11; moto g power (2022)) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Mobile Safari/537.36 Chrome-Lighthouse", "Lighthouse", "headless"),
-        ("Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)", "UptimeRobot", "monitor"),
-        ("Pingdom.com_bot_version_1.4_(http://www.pingdom.com/)", "Pingdom", "monitor"),
+        (
+            "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; PerplexityBot/1.0; +https://perplexity.ai/perplexitybot)",
+            "PerplexityBot",
+            "ai",
+        ),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0.0.0 Safari/537.36",
+            "HeadlessChrome",
+            "headless",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 11; moto g power (2022)) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/119.0.0.0 Mobile Safari/537.36 Chrome-Lighthouse",
+            "Lighthouse",
+            "headless",
+        ),
+        (
+            "Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
+            "UptimeRobot",
+            "monitor",
+        ),
+        (
+            "Pingdom.com_bot_version_1.4_(http://www.pingdom.com/)",
+            "Pingdom",
+            "monitor",
+        ),
         ("kube-probe/1.29", "kube-probe", "monitor"),
     ] {
         let d = detector().parse(ua);
@@ -155,7 +183,11 @@ fn newer_bots_are_named_with_their_kind() {
     }
     // A crawler only the general parsers know is a crawler.
     let d = detector().parse("Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)");
-    assert_eq!((d.is_bot, d.bot.as_deref()), (true, Some("crawler")), "{d:?}");
+    assert_eq!(
+        (d.is_bot, d.bot.as_deref()),
+        (true, Some("crawler")),
+        "{d:?}"
+    );
 }
 
 #[test]

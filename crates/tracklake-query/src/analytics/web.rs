@@ -258,7 +258,11 @@ mod tests {
         assert!(sql[0].1.contains("AND NOT device_is_bot"));
         let with = WebSpec::parse(&params(&[("bots", "include")]), now, false).unwrap();
         assert!(!with.queries()[0].1.contains("device_is_bot"));
-        assert!(WebSpec::parse(&params(&[]), now, true).unwrap().include_bots);
+        assert!(
+            WebSpec::parse(&params(&[]), now, true)
+                .unwrap()
+                .include_bots
+        );
         let error = WebSpec::parse(&params(&[("bots", "yes")]), now, false).unwrap_err();
         assert!(error.to_string().starts_with("bots:"), "{error}");
         let error = WebSpec::parse(&params(&[("form", "2026-11-01")]), now, false).unwrap_err();

@@ -54,9 +54,27 @@ fn events() -> Vec<Event> {
     let mut landing = page("/", "https://www.Google.com/search?q=x");
     landing["campaign"] = json!({"source": "news", "medium": "email", "name": "launch"});
     add("a", "page", "10:00", "desktop", landing);
-    add("a", "page", "10:05", "desktop", page("/pricing", "https://example.com/"));
-    add("a", "signup", "10:06", "desktop", json!({"page": page("/pricing", ""), "plan": "pro"}));
-    add("a", "page", "12:00", "desktop", page("/blog", "https://example.com:8443/x"));
+    add(
+        "a",
+        "page",
+        "10:05",
+        "desktop",
+        page("/pricing", "https://example.com/"),
+    );
+    add(
+        "a",
+        "signup",
+        "10:06",
+        "desktop",
+        json!({"page": page("/pricing", ""), "plan": "pro"}),
+    );
+    add(
+        "a",
+        "page",
+        "12:00",
+        "desktop",
+        page("/blog", "https://example.com:8443/x"),
+    );
     add("a", "login", "12:01", "desktop", json!({}));
     // B: two one-page sessions ten minutes apart, told apart by session_id.
     let mut first = page("/", "https://t.co/abc");
@@ -77,8 +95,9 @@ async fn report(params: &[(&str, &str)]) -> Value {
     let setup = Setup::new(&events(), Format::Parquet).await;
     let engine = Arc::new(setup.engine().await);
     let analytics = Analytics::new(engine, AbnormalConfig::default());
-    let mut all: BTreeMap<String, String> =
-        [("from", "2026-11-10"), ("to", "2026-11-10")].map(|(k, v)| (k.into(), v.into())).into();
+    let mut all: BTreeMap<String, String> = [("from", "2026-11-10"), ("to", "2026-11-10")]
+        .map(|(k, v)| (k.into(), v.into()))
+        .into();
     all.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     analytics.answer(Report::Web, &all).await.unwrap()
 }
@@ -109,8 +128,14 @@ async fn the_web_report_of_a_day_worked_out_by_hand() {
     assert_eq!(s["sessions"], 4);
     assert_eq!(s["page_views"], 5);
     assert_eq!(s["bounce_rate"], 0.75);
-    assert_eq!(s["avg_session_seconds"], 90.0, "6 minutes in one of four sessions");
-    assert_eq!(table(&r["per_day"], &["day", "visitors", "page_views"]), ["2026-11-10|2|5"]);
+    assert_eq!(
+        s["avg_session_seconds"], 90.0,
+        "6 minutes in one of four sessions"
+    );
+    assert_eq!(
+        table(&r["per_day"], &["day", "visitors", "page_views"]),
+        ["2026-11-10|2|5"]
+    );
     assert_eq!(
         table(&r["top_pages"], &["path", "page_views", "visitors"]),
         ["/|3|2", "/blog|1|1", "/pricing|1|1"]
@@ -128,7 +153,10 @@ async fn the_web_report_of_a_day_worked_out_by_hand() {
         ["(direct)|2|2", "google.com|1|1", "t.co|1|1"]
     );
     assert_eq!(
-        table(&r["campaigns"], &["utm_source", "utm_medium", "utm_campaign", "sessions"]),
+        table(
+            &r["campaigns"],
+            &["utm_source", "utm_medium", "utm_campaign", "sessions"]
+        ),
         ["news|email|launch|1"]
     );
     assert_eq!(
@@ -136,9 +164,17 @@ async fn the_web_report_of_a_day_worked_out_by_hand() {
         ["desktop|1|3", "smartphone|1|2"]
     );
     // Left out, but counted.
-    assert_eq!(table(&r["bots"], &["kind", "name", "events"]), ["headless|HeadlessChrome|1"]);
+    assert_eq!(
+        table(&r["bots"], &["kind", "name", "events"]),
+        ["headless|HeadlessChrome|1"]
+    );
     assert_eq!(r["include_bots"], false);
-    assert!(r["sql"]["summary"].as_str().unwrap().contains("NOT device_is_bot"));
+    assert!(
+        r["sql"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("NOT device_is_bot")
+    );
 }
 
 #[tokio::test]

@@ -333,7 +333,10 @@ fn print_web(answer: &Value) {
         ("entry_pages", &["path", "sessions", "bounce_rate"]),
         ("exit_pages", &["path", "sessions"]),
         ("referrers", &["referrer", "sessions", "visitors"]),
-        ("campaigns", &["utm_source", "utm_medium", "utm_campaign", "sessions"]),
+        (
+            "campaigns",
+            &["utm_source", "utm_medium", "utm_campaign", "sessions"],
+        ),
         ("devices", &["device_type", "visitors", "page_views"]),
         ("bots", &["kind", "name", "events"]),
     ] {

@@ -13,7 +13,7 @@ use axum::extract::Path as UrlPath;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::auth::create;
 use crate::harness::{Server, browse, chromium, dom_text, have};
@@ -106,6 +106,18 @@ async fn events_of(s: &Server, read: &str, user: &str, n: usize) -> Vec<Value> {
     }
 }
 
+/// `POST /v1/query` with the read key.
+async fn sql(s: &Server, read: &str, sql: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/query", s.url))
+        .bearer_auth(read)
+        .json(&json!({ "sql": sql }))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
 /// Their types, sorted: events sent in the same millisecond have no order.
 fn types(events: &[Value]) -> Vec<&str> {
     let mut types: Vec<&str> = events
@@ -185,11 +197,13 @@ async fn pages_on_other_origins_send_through_both_trackers() {
         format!("{shop}/page.html?utm_source=news&utm_campaign=launch")
     );
     assert_eq!(pricing["session_id"], session);
+    // Headless Chromium is a bot: named, flagged, left out of web reports.
     assert_eq!(
         anon[0]["device"]["browser"], "HeadlessChrome",
         "{:?}",
         anon[0]
     );
+    assert_eq!(anon[0]["device"]["bot"], "headless", "{:?}", anon[0]);
     let known = events_of(&s, &read, "web-user-1", 2).await;
     assert_eq!(types(&known), ["checkout", "identify"], "{known:?}");
     let identify = find(&known, "identify", None);
@@ -197,6 +211,82 @@ async fn pages_on_other_origins_send_through_both_trackers() {
     assert_eq!(
         find(&known, "checkout", None)["properties"]["session_id"],
         session
+    );
+
+    // The page and session fields are columns in SQL.
+    let (status, answer) = sql(
+        &s,
+        &read,
+        &format!(
+            "SELECT event_type, url, path, referrer_host, utm_source, utm_medium, utm_campaign, session_id, \
+             device_is_bot, device_bot FROM events WHERE user_id = 'anon:{anonymous}' ORDER BY event_at, path"
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let rows = answer["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{answer}");
+    let landing_url = format!("{shop}/page.html?utm_source=news&utm_campaign=launch");
+    let page_row = rows
+        .iter()
+        .find(|r| r["path"] == "/page.html" && r["event_type"] == "page")
+        .unwrap();
+    assert_eq!(page_row["url"], landing_url.as_str(), "{answer}");
+    assert_eq!(page_row["utm_source"], "news");
+    assert_eq!(page_row["utm_campaign"], "launch");
+    assert_eq!(page_row["utm_medium"], Value::Null);
+    assert_eq!(page_row["session_id"], session);
+    assert_eq!(
+        (&page_row["device_is_bot"], &page_row["device_bot"]),
+        (&json!(true), &json!("headless"))
+    );
+    let pricing_row = rows.iter().find(|r| r["path"] == "/pricing").unwrap();
+    assert_eq!(pricing_row["referrer_host"], "127.0.0.1", "{answer}");
+    assert_eq!(pricing_row["session_id"], session);
+    // The web report leaves the headless browser out, counts it, and has
+    // the visit when bots are asked for.
+    let web = |bots: &'static str| {
+        let (url, read) = (s.url.clone(), read.clone());
+        async move {
+            reqwest::Client::new()
+                .get(format!("{url}/v1/reports/web?bots={bots}"))
+                .bearer_auth(read)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let without = web("exclude").await;
+    assert_eq!(without["summary"]["visitors"], 0, "{without}");
+    assert!(
+        without["bots"][0]["events"].as_u64().unwrap_or(0) >= 3,
+        "{without}"
+    );
+    let with = web("include").await;
+    assert!(
+        with["summary"]["page_views"].as_u64().unwrap_or(0) >= 2,
+        "{with}"
+    );
+    let pages: Vec<&str> = with["top_pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["path"].as_str())
+        .collect();
+    assert!(
+        pages.contains(&"/page.html") && pages.contains(&"/pricing"),
+        "{with}"
+    );
+    assert!(
+        with["campaigns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["utm_source"] == "news" && c["utm_campaign"] == "launch"),
+        "{with}"
     );
 
     // analytics.js, unmodified.
