@@ -295,3 +295,111 @@ fn parquet_files_under(dir: &std::path::Path) -> usize {
         })
         .sum()
 }
+
+/// A Delta table as an earlier tracklake made it: the columns before the
+/// page fields and `device_bot`, one file of three events today.
+const OLD_TABLE: &str = r#"
+import sys, datetime, pyarrow as pa, deltalake
+text = lambda name, nullable=True: pa.field(name, pa.string(), nullable)
+time = lambda name: pa.field(name, pa.timestamp("us", tz="UTC"), False)
+schema = pa.schema([
+    text("event_id", False), text("user_id", False), text("event_type", False),
+    time("event_at"), time("received_at"), text("user_agent"), text("ip_address"),
+    text("properties", False), text("device_type", False), text("device_os"),
+    text("device_os_version"), text("device_browser"), text("device_browser_version"),
+    text("device_brand"), text("device_model"), pa.field("device_is_bot", pa.bool_(), False),
+    text("dt", False),
+])
+now = datetime.datetime.now(datetime.timezone.utc)
+rows = [dict(event_id=f"old-{i}", user_id="old", event_type="login", event_at=now, received_at=now,
+             user_agent=None, ip_address=None, properties="{}", device_type="unknown", device_os=None,
+             device_os_version=None, device_browser=None, device_browser_version=None, device_brand=None,
+             device_model=None, device_is_bot=False, dt=now.date().isoformat()) for i in range(3)]
+deltalake.write_deltalake(sys.argv[1], pa.Table.from_pylist(rows, schema=schema), partition_by=["dt"])
+"#;
+
+/// Each event's id and path, and the table's columns, as outside readers see them.
+const PATHS: &str = r#"
+import json, sys
+import deltalake, polars as pl
+table = deltalake.DeltaTable(sys.argv[1])
+rows = table.to_pyarrow_table(columns=["event_id", "path"]).to_pylist()
+frame = pl.read_delta(sys.argv[1])
+print(json.dumps({
+    "columns": [f.name for f in table.schema().fields],
+    "paths": {r["event_id"]: r["path"] for r in rows},
+    "polars_rows": frame.height,
+    "polars_null_paths": frame["path"].null_count(),
+}))
+"#;
+
+/// A lake made before tracklake had the page columns: the next delivery
+/// adds them to the table's schema, the files written before read them as
+/// null — in tracklake's SQL, in `deltalake` and in Polars — and
+/// compaction merges old files with new.
+#[tokio::test]
+async fn a_lake_made_before_the_page_columns_gains_them() {
+    let present = runs("python3", &["-c", "import deltalake, polars, pyarrow"]);
+    if !have(
+        "Python deltalake, polars and pyarrow",
+        present,
+        "pip install deltalake polars pyarrow",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let table = data.join("lake").join("events");
+    std::fs::create_dir_all(&table).unwrap();
+    stdout_of(Command::new("python3").args(["-c", OLD_TABLE]).arg(&table));
+
+    let s = Server::start(&data, FAST_LAKE_CONFIG);
+    for (batch, path) in ["/", "/pricing"].into_iter().enumerate() {
+        let views: Vec<Value> = (0..3)
+            .map(|i| {
+                json!({"user_id": "new", "event_type": "login", "event_id": format!("new-{batch}-{i}"),
+                       "properties": {"url": format!("https://example.com{path}")}})
+            })
+            .collect();
+        assert_eq!(s.post(&Value::Array(views)).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    // Delivered, and compacted into one file with the old one.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lake_ids(&data.join("lake")).len() < 9
+        || status_of(&s).await["delivery"]["compactions"] == 0
+    {
+        assert!(Instant::now() < deadline, "{}", status_of(&s).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, answer) = s
+        .sql("SELECT count(*) AS n, count(path) AS with_path, count(DISTINCT event_id) AS ids FROM events")
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rows"][0], json!({"n": 9, "with_path": 6, "ids": 9}));
+
+    let out = stdout_of(Command::new("python3").args(["-c", PATHS]).arg(&table));
+    let seen: Value = serde_json::from_str(&out).unwrap();
+    let columns: Vec<&str> = seen["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for column in [
+        "url",
+        "path",
+        "referrer_host",
+        "utm_source",
+        "session_id",
+        "device_bot",
+    ] {
+        assert!(columns.contains(&column), "{column} not in {columns:?}");
+    }
+    assert_eq!(seen["paths"]["old-0"], Value::Null, "{seen}");
+    assert_eq!(seen["paths"]["new-1-2"], "/pricing", "{seen}");
+    assert_eq!(seen["paths"].as_object().unwrap().len(), 9, "{seen}");
+    assert_eq!(seen["polars_rows"], 9, "{seen}");
+    assert_eq!(seen["polars_null_paths"], 3, "{seen}");
+    s.stop();
+}
