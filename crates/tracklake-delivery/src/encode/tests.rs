@@ -34,7 +34,7 @@ fn sample(i: u32) -> Event {
             ..Device::default()
         },
         web: tracklake_event::Web {
-            path: (i % 2 == 0).then(|| format!("/page/{i}")),
+            path: i.is_multiple_of(2).then(|| format!("/page/{i}")),
             utm_source: Some("news".into()),
             ..Default::default()
         },
