@@ -298,6 +298,21 @@ async fn pages_on_other_origins_send_through_both_trackers() {
     assert_eq!(signed_up["properties"]["plan"], "pro");
     assert_eq!(signed_up["properties"]["page"]["path"], "/page.html");
     assert_eq!(signed_up["device"]["browser"], "HeadlessChrome");
+    let (status, answer) = sql(
+        &s,
+        &read,
+        "SELECT event_type, path, url FROM events WHERE user_id = 'ajs-user-1' ORDER BY event_type",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rows"][0]["event_type"], "identify", "{answer}");
+    assert_eq!(answer["rows"][1]["event_type"], "signed-up", "{answer}");
+    assert_eq!(answer["rows"][1]["path"], "/page.html", "{answer}");
+    assert_eq!(
+        answer["rows"][1]["url"],
+        format!("{docs}/page.html").as_str(),
+        "{answer}"
+    );
 
     // The same page on an origin tracklake does not allow: refused, and
     // the page is told why.
