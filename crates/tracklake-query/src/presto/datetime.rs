@@ -43,7 +43,7 @@ pub fn micros(arg: &Arg) -> Result<(Vec<Micros>, Tz)> {
         DataType::Date32 | DataType::Date64 => DataType::Timestamp(TimeUnit::Microsecond, None),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
             let text = cast(&arg.array, &DataType::Utf8)?;
-            let text = text.as_any().downcast_ref::<StringArray>().expect("utf8");
+            let text = datafusion::common::cast::as_string_array(&text)?;
             let values = text
                 .iter()
                 .map(|s| {
@@ -57,10 +57,7 @@ pub fn micros(arg: &Arg) -> Result<(Vec<Micros>, Tz)> {
         other => return exec_err!("expected a timestamp or date, got {other}"),
     };
     let array = cast(&arg.array, &target)?;
-    let array = array
-        .as_any()
-        .downcast_ref::<TimestampMicrosecondArray>()
-        .expect("timestamp");
+    let array = datafusion::common::cast::as_timestamp_microsecond_array(&array)?;
     Ok((array.iter().collect(), zone))
 }
 
@@ -385,10 +382,7 @@ fn months_between(a: DateTime<Tz>, b: DateTime<Tz>) -> i64 {
 
 pub fn from_unixtime(seconds: &Arg, zone: &str) -> Result<ArrayRef> {
     let seconds = cast(&seconds.array, &DataType::Float64)?;
-    let seconds = seconds
-        .as_any()
-        .downcast_ref::<Float64Array>()
-        .expect("f64");
+    let seconds = datafusion::common::cast::as_float64_array(&seconds)?;
     let values = seconds
         .iter()
         .map(|s| s.map(|s| (s * 1e6).round() as i64))

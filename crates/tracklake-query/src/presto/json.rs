@@ -2,11 +2,13 @@
 //! `$.plan`, `$.items[0].sku` or `$["user agent"]`, as text; NULL when the
 //! text is not JSON, the path is missing, or the value is an object or array.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, StringBuilder};
 use datafusion::common::{Result, exec_err};
-use serde_json::Value;
+use serde::de::{Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 use super::Arg;
 
@@ -51,20 +53,98 @@ fn parse_path(path: &str) -> Result<Vec<Step>> {
     Ok(steps)
 }
 
-fn scalar_at(json: &str, steps: &[Step]) -> Option<String> {
-    let mut value: Value = serde_json::from_str(json).ok()?;
-    for step in steps {
-        value = match (step, value) {
-            (Step::Key(k), Value::Object(mut map)) => map.remove(k)?,
-            (Step::Index(i), Value::Array(mut items)) if *i < items.len() => items.swap_remove(*i),
-            _ => return None,
-        };
+/// A string, borrowed from the JSON text unless it has escapes.
+#[derive(serde::Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// The JSON text of the member `step` names in the object or array `json`,
+/// without building the rest: other members are skipped, not parsed into
+/// values. `None` when `json` is not valid JSON, not an object (a key) or
+/// an array (an index), or has no such member; of repeated keys the last
+/// counts.
+fn member<'a>(json: &'a str, step: &Step) -> Option<&'a str> {
+    struct Find<'s>(&'s Step);
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = Option<&'de RawValue>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = map.next_key::<Text<'de>>()? {
+                match self.0 {
+                    Step::Key(wanted) if key.0 == wanted.as_str() => {
+                        found = Some(map.next_value::<&'de RawValue>()?)
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(found)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            let mut index = 0;
+            loop {
+                if matches!(self.0, Step::Index(i) if *i == index) {
+                    match seq.next_element::<&'de RawValue>()? {
+                        Some(item) => found = Some(item),
+                        None => break,
+                    }
+                } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                    break;
+                }
+                index += 1;
+            }
+            Ok(found)
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
     }
-    match value {
-        Value::String(s) => Some(s),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Null | Value::Object(_) | Value::Array(_) => None,
+    let mut de = serde_json::Deserializer::from_str(json);
+    let found = de.deserialize_any(Find(step)).ok()?;
+    de.end().ok()?;
+    found.map(RawValue::get)
+}
+
+/// The scalar at `steps` as text: a string's value, a number or boolean as
+/// written (numbers as serde_json prints them); `None` for null, objects,
+/// arrays, a missing path or text that is not JSON.
+fn scalar_at<'a>(json: &'a str, steps: &[Step]) -> Option<Cow<'a, str>> {
+    let mut raw = json.trim();
+    for step in steps {
+        raw = member(raw, step)?;
+    }
+    match raw.as_bytes().first()? {
+        b'{' | b'[' | b'n' => None,
+        b'"' => serde_json::from_str::<Text>(raw).ok().map(|t| t.0),
+        b't' | b'f' => serde_json::from_str::<bool>(raw)
+            .ok()
+            .map(|b| Cow::Borrowed(if b { "true" } else { "false" })),
+        _ => serde_json::from_str::<serde_json::Number>(raw)
+            .ok()
+            .map(|n| Cow::Owned(n.to_string())),
     }
 }
 
@@ -72,19 +152,21 @@ pub fn extract_scalar(json: &Arg, path: &Arg) -> Result<ArrayRef> {
     let texts = json.strings()?;
     let paths = path.strings()?;
     let mut parsed: Option<(String, Vec<Step>)> = None;
-    let mut out = Vec::with_capacity(texts.len());
+    let mut out = StringBuilder::with_capacity(texts.len(), texts.len() * 8);
     for (text, path) in texts.iter().zip(paths.iter()) {
         let (Some(text), Some(path)) = (text, path) else {
-            out.push(None);
+            out.append_null();
             continue;
         };
         if parsed.as_ref().is_none_or(|(p, _)| p != path) {
             parsed = Some((path.to_owned(), parse_path(path)?));
         }
-        let steps = &parsed.as_ref().expect("parsed above").1;
-        out.push(scalar_at(text, steps));
+        let Some((_, steps)) = parsed.as_ref() else {
+            return exec_err!("json_extract_scalar: the path was not kept");
+        };
+        out.append_option(scalar_at(text, steps));
     }
-    Ok(Arc::new(StringArray::from(out)))
+    Ok(Arc::new(out.finish()))
 }
 
 #[cfg(test)]
@@ -117,5 +199,32 @@ mod tests {
         assert_eq!(at("$.o.k"), None);
         assert_eq!(at("$.missing"), None);
         assert_eq!(scalar_at("not json", &[]), None);
+        assert_eq!(at("$.plan.x"), None);
+        assert_eq!(at("$.tags[1]"), None);
+        assert_eq!(at("$[0]"), None);
+    }
+
+    /// Members are skipped without being parsed, yet the whole text must
+    /// be JSON; escapes, repeated keys, numbers as serde_json prints them.
+    #[test]
+    fn lazy_lookups_agree_with_a_full_parse() {
+        let doc = r#" {"a": {"deep": [1, {"x": "y"}]}, "k\u00e9y": "v\"w", "n": 1e2, "d": 1, "d": 2, "f": 1.50} "#;
+        let at = |p: &str| scalar_at(doc, &parse_path(p).unwrap()).map(Cow::into_owned);
+        assert_eq!(at("$.a.deep[1].x").as_deref(), Some("y"));
+        assert_eq!(at("$.a.deep[0]").as_deref(), Some("1"));
+        assert_eq!(at("$[\"k\u{e9}y\"]").as_deref(), Some("v\"w"));
+        assert_eq!(at("$.n").as_deref(), Some("100.0"));
+        assert_eq!(at("$.f").as_deref(), Some("1.5"));
+        assert_eq!(at("$.d").as_deref(), Some("2"));
+        // Broken after the member asked for: not JSON, so no answer.
+        assert_eq!(
+            scalar_at(r#"{"a": 1, "b": }"#, &parse_path("$.a").unwrap()),
+            None
+        );
+        assert_eq!(
+            scalar_at(r#"{"a": 1} trailing"#, &parse_path("$.a").unwrap()),
+            None
+        );
+        assert_eq!(scalar_at(" 7 ", &[]).as_deref(), Some("7"));
     }
 }

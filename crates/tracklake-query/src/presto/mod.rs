@@ -9,7 +9,7 @@ mod network;
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, StringArray};
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue, plan_err};
@@ -27,20 +27,12 @@ pub struct Arg {
 impl Arg {
     fn strings(&self) -> Result<StringArray> {
         let array = cast(&self.array, &DataType::Utf8)?;
-        Ok(array
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("utf8")
-            .clone())
+        Ok(datafusion::common::cast::as_string_array(&array)?.clone())
     }
 
     fn int64s(&self) -> Result<Int64Array> {
         let array = cast(&self.array, &DataType::Int64)?;
-        Ok(array
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("int64")
-            .clone())
+        Ok(datafusion::common::cast::as_int64_array(&array)?.clone())
     }
 }
 
@@ -213,10 +205,7 @@ struct CountIf(i64);
 
 impl Accumulator for CountIf {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let conditions = values[0]
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .expect("boolean");
+        let conditions = datafusion::common::cast::as_boolean_array(&values[0])?;
         self.0 += conditions.iter().filter(|c| *c == Some(true)).count() as i64;
         Ok(())
     }
@@ -234,10 +223,7 @@ impl Accumulator for CountIf {
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let counts = states[0]
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .expect("int64");
+        let counts = datafusion::common::cast::as_int64_array(&states[0])?;
         self.0 += counts.iter().flatten().sum::<i64>();
         Ok(())
     }
