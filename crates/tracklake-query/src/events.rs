@@ -19,6 +19,7 @@ use std::sync::{Arc, LazyLock};
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
@@ -46,9 +47,31 @@ pub const LAKE_URL: &str = "tracklake://lake/";
 
 /// The lake's columns and the `dt` partition (the event's UTC date).
 pub static EVENTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    let mut fields: Vec<Field> = SCHEMA.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = LAKE_COLUMNS
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(dt_field());
     Arc::new(Schema::new(fields))
+});
+
+/// The lake's columns as the engine reads them: text as string views
+/// (`Utf8View`), which the Parquet reader fills without copying each value
+/// and which group, hash and compare faster (values of up to 12 bytes, such
+/// as most user ids, sit inside the view). The files themselves hold plain
+/// strings.
+static LAKE_COLUMNS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(
+        SCHEMA
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 => f.as_ref().clone().with_data_type(DataType::Utf8View),
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    ))
 });
 
 fn dt_field() -> Field {
@@ -206,7 +229,7 @@ impl EventsTable {
                 .push(PartitionedFile::from(meta).with_partition_values(vec![dt]));
         }
         let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
-        let schema = TableSchema::builder(SCHEMA.clone())
+        let schema = TableSchema::builder(LAKE_COLUMNS.clone())
             .with_table_partition_cols(vec![Arc::new(dt_field())])
             .build();
         let config = FileScanConfigBuilder::new(
@@ -274,7 +297,12 @@ fn event_batches(events: &[Event], day: Option<NaiveDate>) -> Result<Vec<RecordB
             .iter()
             .map(|e| Some(day.unwrap_or(e.event_at.date_naive()).to_string()))
             .collect();
-        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        let mut columns: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .zip(LAKE_COLUMNS.fields())
+            .map(|(column, field)| cast(column, field.data_type()))
+            .collect::<std::result::Result<_, _>>()?;
         columns.push(Arc::new(dt));
         batches.push(RecordBatch::try_new(EVENTS_SCHEMA.clone(), columns)?);
     }

@@ -11,6 +11,16 @@ fn non_empty(batches: &[RecordBatch]) -> impl Iterator<Item = &RecordBatch> {
     batches.iter().filter(|b| b.num_rows() > 0)
 }
 
+/// A column's type as answers name it: text is `Utf8` however the engine
+/// holds it (the lake's text columns are read as string views).
+fn type_name(data_type: &datafusion::arrow::datatypes::DataType) -> String {
+    use datafusion::arrow::datatypes::DataType;
+    match data_type {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// `{"columns": [{"name", "type"}], "rows": [{…}], "row_count", "truncated", "elapsed_ms"}`.
 pub fn to_json_rows(answer: &Answer) -> Result<Value, datafusion::arrow::error::ArrowError> {
     let mut buffer = Vec::new();
@@ -31,7 +41,7 @@ pub fn to_json_rows(answer: &Answer) -> Result<Value, datafusion::arrow::error::
         .schema
         .fields()
         .iter()
-        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+        .map(|f| json!({"name": f.name(), "type": type_name(f.data_type())}))
         .collect();
     Ok(json!({
         "columns": columns,
