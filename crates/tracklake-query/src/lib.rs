@@ -13,6 +13,7 @@ mod output;
 mod presto;
 mod prune;
 mod reports;
+mod utc_intervals;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -160,6 +161,7 @@ impl Engine {
         );
         presto::register(&ctx);
         ctx.register_udaf(analytics::sorted_agg::udaf());
+        ctx.add_optimizer_rule(Arc::new(utc_intervals::UtcIntervals));
         let table = table.filter(|_| config.fresh);
         // Relative local paths in [query.locations] are inside the data dir.
         let mut config = config.clone();
