@@ -10,6 +10,7 @@
 use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator};
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
@@ -37,7 +38,17 @@ impl OptimizerRule for UtcIntervals {
             (_, [input]) => input.schema().as_ref().clone(),
             _ => return Ok(Transformed::no(plan)),
         };
-        plan.map_expressions(|expr| expr.transform_up(|e| as_duration(e, &schema)))
+        // Output columns keep their names (`t - IntervalMonthDayNano(…)`):
+        // a rule must not change the plan's schema.
+        let names = NamePreserver::new(&plan);
+        plan.map_expressions(|expr| {
+            let name = names.save(&expr);
+            let rewritten = expr.transform_up(|e| as_duration(e, &schema))?;
+            Ok(Transformed::new_transformed(
+                name.restore(rewritten.data),
+                rewritten.transformed,
+            ))
+        })
     }
 }
 
@@ -153,6 +164,10 @@ mod tests {
         let queries = [
             "SELECT count(*) FROM x WHERE t - INTERVAL '30' MINUTE >= TIMESTAMP '2024-11-30 21:03:20'",
             "SELECT t + INTERVAL '1' DAY + INTERVAL '1' HOUR AS a, t - INTERVAL '1' MONTH AS b, p + INTERVAL '1' DAY AS c FROM x ORDER BY t",
+            // Unnamed: the column keeps the name it had (the optimizer
+            // refuses a rule that changes the schema).
+            "SELECT t - INTERVAL '30' MINUTE, date_trunc('hour', t + INTERVAL '2' HOUR) FROM x ORDER BY 1",
+            "SELECT count(*) FROM x a JOIN x b ON b.t > a.t AND b.t <= a.t + INTERVAL '1' HOUR",
         ];
         for sql in queries {
             let run = |ctx: &SessionContext| {
