@@ -31,7 +31,9 @@ pub(crate) fn codecs(body: bytes::Bytes) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-fn event(id: &str, day: u32) -> Event {
+/// Event `id` of user 1, a login at noon on November `day` (shared by
+/// the lake's tests).
+pub(crate) fn event(id: &str, day: u32) -> Event {
     Event {
         event_id: id.into(),
         user_id: UserId::Int(1),

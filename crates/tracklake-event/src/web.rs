@@ -72,23 +72,22 @@ impl Web {
         });
         let referrer_host = in_page("referrer").and_then(|r| host_of(&r));
         let campaign = properties.get("campaign").and_then(Value::as_object);
-        let utm = |key: &str, in_campaign: &str| {
+        let utm = |name: &str, in_campaign: &str| {
             campaign
                 .and_then(|c| text(c.get(in_campaign)))
-                .or_else(|| text(properties.get(&format!("utm_{key}"))))
+                .or_else(|| text(properties.get(name)))
                 .or_else(|| {
-                    let name = format!("utm_{key}");
                     parsed.as_ref().and_then(|u| {
                         u.query_pairs()
-                            .find(|(k, v)| *k == name && !v.is_empty())
+                            .find(|(k, v)| k == name && !v.is_empty())
                             .map(|(_, v)| v.into_owned())
                     })
                 })
         };
         Web {
-            utm_source: utm("source", "source"),
-            utm_medium: utm("medium", "medium"),
-            utm_campaign: utm("campaign", "name"),
+            utm_source: utm("utm_source", "source"),
+            utm_medium: utm("utm_medium", "medium"),
+            utm_campaign: utm("utm_campaign", "name"),
             session_id: id(properties.get("session_id"))
                 .or_else(|| id(properties.get("sessionId"))),
             url,

@@ -234,12 +234,17 @@ async function refreshProduct() {
     : `<p class="empty">nobody flagged</p>`;
 }
 
-// Web: the range is whole UTC days ending today.
+// Web: the range is whole UTC days ending today. Eight scans of the range
+// each time, so the periodic refresh redoes it every 5 minutes (the other
+// reports' cache age), and at once when the range or the bots switch change.
+const WEB_EVERY_MS = 300000;
 let webSummary = null;
+let webAt = 0;
 const utcDay = (d) => d.toISOString().slice(0, 10);
 const seconds = (s) => (s == null ? "-" : s < 60 ? `${s.toFixed(0)} s` : `${Math.floor(s / 60)} min ${(s % 60).toFixed(0)} s`);
-const percent = (r) => (r == null ? "-" : `${(100 * r).toFixed(0)}%`);
+const percent = (r) => (r == null ? "-" : pct(r, 1));
 async function refreshWeb() {
+  webAt = Date.now();
   const days = Number(document.getElementById("webrange").value);
   const to = new Date();
   const from = new Date(to.getTime() - (days - 1) * 86400000);
@@ -304,7 +309,8 @@ async function lookup(user) {
 }
 
 async function refresh() {
-  const results = await Promise.allSettled([refreshHeader(), refreshPipeline(), refreshWeb(), refreshAnalytics(), refreshProduct()]);
+  const results = await Promise.allSettled([refreshHeader(), refreshPipeline(),
+    Date.now() - webAt >= WEB_EVERY_MS ? refreshWeb() : null, refreshAnalytics(), refreshProduct()]);
   for (const r of results) if (r.status === "rejected") errors.push(String(r.reason));
   document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   document.getElementById("selfcheck").textContent = JSON.stringify({

@@ -400,24 +400,6 @@ fn delta(action: &'static str) -> impl Fn(DeltaTableError) -> Error {
 mod tests {
     use super::*;
     use crate::lake::{Lake, LakeConfig, NewFile};
-    use tracklake_event::{Device, Event, UserId, Web};
-
-    fn event(id: &str, web: Web) -> Event {
-        let at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 27, 12, 0, 0).unwrap();
-        Event {
-            event_id: id.into(),
-            user_id: UserId::Int(1),
-            event_type: "page".into(),
-            event_at: at,
-            received_at: at,
-            user_agent: None,
-            ip_address: None,
-            properties: Default::default(),
-            device: Device::unknown(),
-            web,
-            server_assigned_id: false,
-        }
-    }
 
     /// A table made by an earlier tracklake (the first 16 columns) gains the
     /// newer ones, nullable and after its own, with its next commit; a file
@@ -447,7 +429,7 @@ mod tests {
         let before = log.table_version().await.unwrap().unwrap();
         assert_eq!(columns(&before).len(), 17);
 
-        let e = event("old", Web::default());
+        let e = crate::tests::event("old", 27);
         let batch = crate::record_batch(&[&e]).unwrap();
         let batch = batch.project(&(0..16).collect::<Vec<_>>()).unwrap();
         let mut writer =

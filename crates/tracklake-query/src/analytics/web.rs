@@ -104,7 +104,7 @@ impl WebSpec {
     pub fn queries(&self) -> Vec<(&'static str, String)> {
         let ctes = self.ctes();
         let page = "sum(CASE WHEN event_type = 'page' THEN 1 ELSE 0 END)";
-        let parts: [(&str, String); 9] = [
+        let parts: [(&str, String); 8] = [
             (
                 "summary",
                 "SELECT count(DISTINCT user_id) AS visitors, count(*) AS sessions,\n  \
@@ -167,28 +167,24 @@ impl WebSpec {
                      FROM web GROUP BY 1 ORDER BY visitors DESC, device_type LIMIT {TOP}"
                 ),
             ),
-            (
-                "bots",
-                format!(
-                    "SELECT coalesce(device_bot, 'crawler') AS kind, coalesce(device_browser, 'unknown') AS name,\n  \
-                     count(*) AS events\n\
-                     FROM events WHERE device_is_bot AND {}\n\
-                     GROUP BY 1, 2 ORDER BY events DESC, kind, name LIMIT {TOP}",
-                    self.range.sql("event_at")
-                ),
-            ),
         ];
-        parts
+        let mut queries: Vec<(&'static str, String)> = parts
             .into_iter()
-            .map(|(name, select)| {
-                let sql = if name == "bots" {
-                    select
-                } else {
-                    format!("{ctes}{select}")
-                };
-                (name, sql)
-            })
-            .collect()
+            .map(|(name, select)| (name, format!("{ctes}{select}")))
+            .collect();
+        // Bots are counted whether or not the rest includes them: over the
+        // events, not the web CTE.
+        queries.push((
+            "bots",
+            format!(
+                "SELECT coalesce(device_bot, 'crawler') AS kind, coalesce(device_browser, 'unknown') AS name,\n  \
+                 count(*) AS events\n\
+                 FROM events WHERE device_is_bot AND {}\n\
+                 GROUP BY 1, 2 ORDER BY events DESC, kind, name LIMIT {TOP}",
+                self.range.sql("event_at")
+            ),
+        ));
+        queries
     }
 }
 

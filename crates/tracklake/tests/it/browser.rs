@@ -243,6 +243,31 @@ async fn pages_on_other_origins_send_through_both_trackers() {
     let pricing_row = rows.iter().find(|r| r["path"] == "/pricing").unwrap();
     assert_eq!(pricing_row["referrer_host"], "127.0.0.1", "{answer}");
     assert_eq!(pricing_row["session_id"], session);
+    // The per-user API has them as `web`, also alone (`fields=`).
+    let only: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/users/anon:{anonymous}/events?type=page&fields=event_type,web",
+            s.url
+        ))
+        .bearer_auth(&read)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let webs: Vec<&Value> = only["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["web"])
+        .collect();
+    assert!(
+        webs.iter()
+            .any(|w| w["path"] == "/pricing" && w["session_id"] == session),
+        "{only}"
+    );
+    assert!(only["events"][0].get("properties").is_none(), "{only}");
     // The web report leaves the headless browser out, counts it, and has
     // the visit when bots are asked for.
     let web = |bots: &'static str| {
